@@ -1,0 +1,5 @@
+import sys
+
+from distune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""`distune` on the command line. User mistakes exit 2 with one paragraph, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distune.config import DEFAULT_STORAGE, FLAG_FIELDS, load_experiment, presets
+from distune.errors import DistuneError
+
+EXIT_USER_ERROR = 2
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="experiment YAML file or preset name (default: mnist-mlp)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any field, e.g. --set train.epochs=3 (repeatable; values are YAML)")
+    p.add_argument("--searcher", help="search.searcher")
+    p.add_argument("--scheduler", help="schedule.scheduler")
+    p.add_argument("--samples", type=int, help="search.num_samples")
+    p.add_argument("--data", help="data.path: an MNIST .npz in Keras's layout")
+    p.add_argument("--storage", help=f"run.storage (default {DEFAULT_STORAGE})")
+    p.add_argument("--name", help="run.name")
+    p.add_argument("--address", help="run.address: an existing Ray cluster (auto, ray://HOST:10001)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="distune", description="Distributed hyperparameter tuning "
+                                   "of Keras MNIST models on Ray Tune.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run a sweep (default preset: mnist-mlp)")
+    _experiment_args(run)
+    run.add_argument("--overwrite", action="store_true", help="replace an experiment of the same name")
+    run.add_argument("--refit", action="store_true",
+                     help="retrain the winner on train+validation before testing it")
+    run.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+
+    val = sub.add_parser("validate", parents=[common], help="check an experiment without running it")
+    _experiment_args(val)
+
+    show = sub.add_parser("show", parents=[common], help="trials of an experiment, best first")
+    show.add_argument("name", help="experiment name (or its directory)")
+    show.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+    show.add_argument("--top", type=int, default=None, help="show only the best N trials")
+
+    sub.add_parser("presets", parents=[common], help="list the shipped presets")
+    return root
+
+
+def _load(args):
+    flags = {k: getattr(args, k) for k in FLAG_FIELDS}
+    return load_experiment(args.config, args.overrides, flags)
+
+
+def cmd_run(args) -> int:
+    from distune.runner import run
+
+    exp, stem = _load(args)
+    s = run(exp, stem, overwrite=args.overwrite, refit=args.refit, verbose=args.verbose)
+    width = max(len(k) for k in s.best_config)
+    print(f"\nBest of {s.trials} trials ({s.wall_s:.0f} s):")
+    for k, v in s.best_config.items():
+        print(f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+    print(f"  validation {exp.search.metric}: {s.best_score:.4f}")
+    print(f"  test accuracy{' (refit on train+val)' if s.refit else ''}: {s.test_accuracy:.4f}")
+    for label, path in s.files.items():
+        print(f"  {label:<6} {path}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from distune.data import find_mnist, read_npz
+    from distune.searchers import ENUMERATING
+    from distune.space import grid_points
+
+    exp, _ = _load(args)
+    file = find_mnist(exp.data.path)
+    if file is not None:
+        read_npz(file)
+    points = grid_points(exp.model.params, exp.search.searcher in ENUMERATING)
+    print(f"OK: {points * exp.search.num_samples} trials, searcher {exp.search.searcher}, "
+          f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs; data: "
+          f"{file or 'Keras download'}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from distune.config import Experiment, validate
+    from distune.results import BEST_FILE, CONFIG_FILE, format_table, open_analysis, trials_table
+
+    import yaml
+
+    directory = Path(args.name).expanduser()
+    if not directory.is_dir():
+        directory = Path(args.storage or DEFAULT_STORAGE).expanduser() / args.name
+    config_file = directory / CONFIG_FILE
+    exp = validate(yaml.safe_load(config_file.read_text()), str(config_file)) \
+        if config_file.is_file() else Experiment()
+    analysis = open_analysis(directory)
+    table = trials_table(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
+    print(f"{directory}: {len(table)} trials, ranked by best {exp.search.metric} ({exp.search.mode})")
+    print(format_table(table, args.top))
+    if (directory / BEST_FILE).is_file():
+        import json
+
+        best = json.loads((directory / BEST_FILE).read_text())
+        print(f"winner: {best['trial']}  test accuracy {best['test_accuracy']:.4f}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    for name, summary in presets().items():
+        print(f"{name:<16} {summary}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler = {"run": cmd_run, "validate": cmd_validate, "show": cmd_show,
+               "presets": cmd_presets}[args.command]
+    try:
+        return handler(args)
+    except DistuneError as e:
+        if args.debug:
+            raise
+        print(f"distune: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("distune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

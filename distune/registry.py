@@ -1,0 +1,55 @@
+"""Name -> factory tables, the shape shared by searchers and schedulers.
+
+Each entry declares its options as a strict pydantic model, so a misspelt option is an error
+(Ray's own `create_searcher`/`create_scheduler` silently drop unknown keyword arguments).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Options(BaseModel):
+    """Base of every entry's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a factory may need beyond its own options."""
+
+    seed: int
+    max_epochs: int
+
+
+O = TypeVar("O", bound=Options)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[O]):
+    name: str
+    summary: str
+    options: type[O]
+    build: Callable[[O, Context], Any]
+
+
+class Registry(dict[str, Entry]):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def add(self, name: str, summary: str, options: type[O]):
+        """Decorator: register `build(options, context)` under `name`."""
+
+        def deco(build: Callable[[O, Context], Any]) -> Callable[[O, Context], Any]:
+            self[name] = Entry(name, summary, options, build)
+            return build
+
+        return deco
+
+    def unknown(self, name: str) -> str:
+        return f"{name!r} is not one of: {', '.join(self)}"

@@ -1,0 +1,249 @@
+"""One validated Experiment -> a Ray Tuner -> the sweep -> the winner's test score and files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from distune.config import Experiment, storage_root, trial_space
+from distune.errors import DistuneError
+from distune.results import (BEST_FILE, CONFIG_FILE, MODEL_FILE, TABLE_FILE, open_analysis,
+                             trials_table, write_atomic, write_json)
+
+# Quiet by default: TensorFlow's C++ logs, Ray's migration notes and snapshot warnings.
+QUIET_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "60",
+    "PYTHONWARNINGS": "ignore",
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+    "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0, the legacy engine prints nothing of its own
+}
+
+
+@dataclass
+class Summary:
+    name: str
+    directory: Path
+    trials: int
+    best_config: dict[str, Any]
+    best_score: float
+    test_accuracy: float
+    test_loss: float
+    refit: bool
+    files: dict[str, Path] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def quiet_environment(verbose: bool) -> None:
+    """Set before TF/Ray are imported in this process; workers get the same via runtime_env."""
+    if not verbose:
+        for k, v in QUIET_ENV.items():
+            os.environ.setdefault(k, v)
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        import warnings
+
+        warnings.filterwarnings("ignore")
+
+
+def experiment_dir(exp: Experiment) -> Path:
+    root = storage_root(exp)
+    if "://" in root:
+        raise DistuneError(f"run.storage: {root}: cloud URIs are not supported yet; use a local "
+                           "or shared-filesystem (NFS) path.")
+    return Path(root) / exp.run.name
+
+
+def prepare_directory(directory: Path, overwrite: bool) -> None:
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise DistuneError(f"experiment {directory.name!r} already exists at {directory}. "
+                               "Pick another --name, inspect it with `distune show "
+                               f"{directory.name}`, or pass --overwrite to replace it.")
+        shutil.rmtree(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise DistuneError(f"run.storage: cannot write to {directory} ({e.strerror}). Choose a "
+                           "writable --storage path.") from None
+
+
+def start_ray(exp: Experiment, verbose: bool) -> bool:
+    """Connect to `run.address`, or start a private local Ray (no dashboard). Returns whether
+    we started it (and so should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
+    ray.init(address=exp.run.address, include_dashboard=False, log_to_driver=verbose,
+             logging_level=logging.INFO if verbose else logging.ERROR,
+             runtime_env={"env_vars": env} if env else None)
+    return True
+
+
+def check_resources(exp: Experiment) -> None:
+    """A trial no node can host would wait forever: refuse it up front."""
+    import ray
+
+    need_cpu, need_gpu = exp.resources.cpus_per_trial, exp.resources.gpus_per_trial
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= need_cpu and r.get("GPU", 0) >= need_gpu for r in nodes):
+        return
+    largest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    raise DistuneError(f"resources: a trial asks for {need_cpu:g} CPUs and {need_gpu:g} GPUs, but "
+                       f"the largest node has {largest.get('CPU', 0):g} CPUs and "
+                       f"{largest.get('GPU', 0):g} GPUs. Lower resources.cpus_per_trial / "
+                       "gpus_per_trial, or add bigger nodes.")
+
+
+def _target_stopper(targets: dict[str, float]):
+    from ray import tune
+
+    class TargetReached(tune.Stopper):
+        """Ends the whole sweep once any trial reaches every target (run.stop)."""
+
+        def __init__(self) -> None:
+            self.reached = False
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            ok = [k in result and (result[k] <= v if k.endswith("loss") else result[k] >= v)
+                  for k, v in targets.items()]
+            self.reached = self.reached or all(ok)
+            return False
+
+        def stop_all(self) -> bool:
+            return self.reached
+
+    return TargetReached()
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = False,
+                say: Callable[[str], None] = print):
+    from ray import tune
+
+    from distune.progress import ProgressLines
+    from distune.registry import Context
+    from distune.schedulers import SCHEDULERS
+    from distune.searchers import SEARCHERS
+    from distune.trainable import MnistTrainable
+
+    ctx = Context(seed=exp.run.seed, max_epochs=exp.max_epochs)
+    res = exp.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(MnistTrainable, experiment=exp, data=data),
+        {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
+    )
+    tune_config = tune.TuneConfig(
+        metric=exp.search.metric,
+        mode=exp.search.mode,
+        search_alg=SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx),
+        scheduler=SCHEDULERS[exp.schedule.scheduler].build(exp.scheduler_options(), ctx),
+        num_samples=exp.search.num_samples,
+        max_concurrent_trials=res.max_concurrent_trials,
+        time_budget_s=exp.run.time_budget_s,
+        reuse_actors=True,
+        trial_dirname_creator=_trial_dirname,
+    )
+    run_config = tune.RunConfig(
+        name=directory.name,
+        storage_path=str(directory.parent),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=exp.run.keep_checkpoints,
+            checkpoint_score_attribute=exp.search.metric,
+            checkpoint_score_order=exp.search.mode,
+            checkpoint_frequency=exp.train.checkpoint_every,
+            checkpoint_at_end=exp.train.checkpoint_every > 1,
+        ),
+        failure_config=tune.FailureConfig(max_failures=2),
+        stop=_target_stopper(exp.run.stop) if exp.run.stop else None,
+        callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say)],
+        verbose=1 if verbose else 0,
+    )
+    return tune.Tuner(trainable, param_space=trial_space(exp), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = False,
+        verbose: bool = False, say: Callable[[str], None] = print) -> Summary:
+    """The whole job: sweep, pick the winner on validation, test it once, export it."""
+    started = time.time()
+    if exp.run.name is None:
+        name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        exp = exp.model_copy(update={"run": exp.run.model_copy(update={"name": name})})
+    quiet_environment(verbose)
+    from distune.data import load_mnist
+
+    directory = experiment_dir(exp)
+    splits = load_mnist(exp.data.path, exp.data.validation_split, exp.data.train_subset,
+                        exp.run.seed)
+    prepare_directory(directory, overwrite)
+    write_atomic(directory / CONFIG_FILE, exp.to_yaml())
+    say(_plan(exp, splits, directory))
+
+    import ray
+
+    owns_ray = start_ray(exp, verbose)
+    try:
+        check_resources(exp)
+        build_tuner(exp, splits.for_trials(), directory, verbose, say).fit()
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    return finish(exp, directory, splits, refit=refit, started=started, say=say)
+
+
+def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: float,
+           say: Callable[[str], None]) -> Summary:
+    """Write the results table, test the winner once and export it."""
+    from distune import winner as W
+    from distune.training import configure_tensorflow
+
+    configure_tensorflow()
+    analysis = open_analysis(directory)
+    table = trials_table(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
+    write_atomic(directory / TABLE_FILE, table.to_csv(index=False))
+    best = W.pick_winner(analysis, exp)
+    if refit:
+        say(f"Refitting the winner on train + validation for {best.epoch} epochs ...")
+        test_loss, test_acc, model_file = W.refit(best, exp, splits, directory)
+    else:
+        test_loss, test_acc, model_file = W.evaluate_checkpoint(best, splits)
+    W.export_model(model_file, directory / MODEL_FILE)
+    if refit:
+        model_file.unlink(missing_ok=True)
+    write_json(directory / BEST_FILE, {
+        "trial": best.trial_id, "config": best.config, "epoch": best.epoch,
+        exp.search.metric: best.score, "test_accuracy": test_acc, "test_loss": test_loss,
+        "refit": refit, "checkpoint": str(best.checkpoint_dir), "model": MODEL_FILE,
+    })
+    return Summary(exp.run.name, directory, len(table), best.config, best.score, test_acc,
+                   test_loss, refit, {"table": directory / TABLE_FILE, "best": directory / BEST_FILE,
+                                      "model": directory / MODEL_FILE,
+                                      "config": directory / CONFIG_FILE},
+                   wall_s=time.time() - started)
+
+
+def _plan(exp: Experiment, splits, directory: Path) -> str:
+    from distune.searchers import ENUMERATING
+    from distune.space import grid_points
+
+    points = grid_points(exp.model.params, exp.search.searcher in ENUMERATING)
+    trials = points * exp.search.num_samples
+    grid = f" ({points} grid points x {exp.search.num_samples})" if points > 1 else ""
+    return (f"distune: {exp.run.name}: {trials} trials{grid}, searcher {exp.search.searcher}, "
+            f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs each on "
+            f"{len(splits.x_train)} train / {len(splits.x_val)} validation images\n"
+            f"distune: results in {directory}")

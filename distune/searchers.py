@@ -1,0 +1,71 @@
+"""Search algorithms by name. Ray imports stay inside factories so `validate` is fast."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from distune.registry import Context, Options, Registry
+
+SEARCHERS = Registry("searcher")
+
+# Searchers built on Ray's BasicVariantGenerator understand {grid: [...]}; model-based ones
+# (hyperopt, optuna) raise on it, so the config validator rejects grids for them up front.
+GRID_CAPABLE = {"random", "grid"}
+# The grid searcher enumerates every choice and small int range instead of sampling it.
+ENUMERATING = {"grid"}
+
+
+class NoOptions(Options):
+    pass
+
+
+@SEARCHERS.add("random", "random sampling; cheap, parallel, a strong baseline", NoOptions)
+def _random(opts: NoOptions, ctx: Context):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=ctx.seed)
+
+
+@SEARCHERS.add("grid", "every combination of choices (num_samples repeats the grid)", NoOptions)
+def _grid(opts: NoOptions, ctx: Context):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=ctx.seed)
+
+
+class HyperOptOptions(Options):
+    n_initial_points: int = Field(10, ge=1, description="random trials before TPE takes over")
+    gamma: float = Field(0.25, gt=0, lt=1, description="quantile of trials TPE calls good")
+
+
+@SEARCHERS.add("hyperopt", "Tree-structured Parzen Estimator (hyperopt): learns from past trials",
+               HyperOptOptions)
+def _hyperopt(opts: HyperOptOptions, ctx: Context):
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return HyperOptSearch(n_initial_points=opts.n_initial_points, gamma=opts.gamma,
+                          random_state_seed=ctx.seed)
+
+
+class OptunaOptions(Options):
+    sampler: Literal["tpe", "gp", "cmaes", "qmc", "random"] = Field(
+        "tpe", description="tpe, gp (Gaussian process + expected improvement), cmaes, qmc, random")
+
+
+@SEARCHERS.add("optuna", "Optuna with a choice of sampler (TPE by default, or GP, CMA-ES, QMC)",
+               OptunaOptions)
+def _optuna(opts: OptunaOptions, ctx: Context):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=ctx.seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=ctx.seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=ctx.seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=ctx.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=ctx.seed),
+    }
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return OptunaSearch(sampler=samplers[opts.sampler]())

@@ -1,0 +1,95 @@
+"""After the sweep: pick the winner by validation only, then touch the test set exactly once."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distune.config import Experiment
+from distune.data import Splits
+from distune.errors import DistuneError
+from distune.hyperparams import Hyperparams
+from distune.training import MODEL_FILE, Training, trial_seed
+
+
+@dataclass
+class Winner:
+    trial_id: str
+    config: dict[str, Any]
+    score: float  # the search metric at the winner's best epoch
+    epoch: int
+    checkpoint_dir: Path
+
+
+def pick_winner(analysis, exp: Experiment) -> Winner:
+    """Best trial by its best epoch's validation metric, and that epoch's checkpoint."""
+    metric, mode = exp.search.metric, exp.search.mode
+    try:
+        trial = analysis.get_best_trial(metric, mode, scope="all", filter_nan_and_inf=True)
+    except (KeyError, ValueError):
+        trial = None
+    if trial is None:
+        raise DistuneError(f"no trial reported a finite {metric}; see `distune show` for each "
+                           "trial's status (errors, divergence) and the trial logs.")
+    best = None
+    for result in trial.run_metadata.checkpoint_manager.best_checkpoint_results:
+        value = result.metrics.get(metric)
+        if value is None or not math.isfinite(value):
+            continue
+        if best is None or (value > best[0] if mode == "max" else value < best[0]):
+            best = (value, result)
+    if best is None:
+        raise DistuneError(f"trial {trial.trial_id} has no checkpoint to evaluate; raise "
+                           "run.keep_checkpoints or lower train.checkpoint_every.")
+    value, result = best
+    return Winner(trial.trial_id, dict(trial.config), float(value),
+                  int(result.metrics.get("training_iteration", 0)), Path(result.checkpoint.path))
+
+
+def evaluate_checkpoint(winner: Winner, splits: Splits) -> tuple[float, float, Path]:
+    """(test loss, test accuracy, model file) of the winner's best checkpoint."""
+    import keras
+
+    model_file = winner.checkpoint_dir / MODEL_FILE
+    if not model_file.is_file():
+        raise DistuneError(f"the winner's checkpoint is missing its model: {model_file}")
+    model = keras.saving.load_model(model_file)
+    return (*_evaluate(model, winner.config, splits), model_file)
+
+
+def refit(winner: Winner, exp: Experiment, splits: Splits, out_dir: Path) -> tuple[float, float, Path]:
+    """Retrain the winning config on train + validation for the epochs it needed, then test."""
+    hp = Hyperparams.model_validate(winner.config)
+    data = {"x_train": np.concatenate([splits.x_train, splits.x_val]),
+            "y_train": np.concatenate([splits.y_train, splits.y_val]),
+            "x_val": splits.x_val, "y_val": splits.y_val}  # no held-out data is left: reported only
+    train = exp.train.model_copy(update={"early_stopping": None})
+    training = Training(hp, data, train, trial_seed(exp.run.seed, winner.config))
+    for _ in range(max(1, winner.epoch)):
+        training.run_epoch()
+    model_file = out_dir / f".refit-{MODEL_FILE}"
+    training.model.save(model_file)
+    return (*_evaluate(training.model, winner.config, splits), model_file)
+
+
+def _evaluate(model, config: dict[str, Any], splits: Splits) -> tuple[float, float]:
+    from distune.model import input_shape
+
+    x = splits.x_test.reshape((-1, *input_shape(config.get("architecture", "mlp"))))
+    loss, accuracy = model.evaluate(x, splits.y_test, batch_size=1024, verbose=0)
+    return float(loss), float(accuracy)
+
+
+def export_model(model_file: Path, destination: Path) -> None:
+    """Copy then rename, so `best_model.keras` is always a whole file."""
+    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=".best.", suffix=".keras",
+                                     delete=False) as tmp:
+        pass
+    shutil.copyfile(model_file, tmp.name)
+    Path(tmp.name).replace(destination)
