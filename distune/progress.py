@@ -44,7 +44,7 @@ class ProgressLines(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         status = trial_status(trial, last, trial.config.get("epochs") or self.epochs, finished=True)
-        status = {"stopped": "stopped early by the scheduler"}.get(status, status)
+        status = {"stopped": "stopped early"}.get(status, status)
         best = self.best_by_trial.get(trial.trial_id, math.nan)
         self._line(f"{trial.trial_id} {status} after {last.get('training_iteration', 0)} epochs: "
                    f"best {self.metric} {best:.4f}")

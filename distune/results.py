@@ -62,7 +62,7 @@ def open_analysis(exp_dir: str | Path):
 
 def trial_status(trial, last: dict[str, Any], target_epochs: int, finished: bool = False) -> str:
     """error, diverged, early-stopped (its own patience), completed, stopped (by the scheduler
-    or the sweep's stop target), or Ray's state while it runs."""
+    or the sweep's stop target), not started, or Ray's state while it runs."""
     if trial.status == "ERROR":
         return "error"
     if last.get("diverged"):
@@ -70,6 +70,8 @@ def trial_status(trial, last: dict[str, Any], target_epochs: int, finished: bool
     if last.get("early_stopped"):
         return "early-stopped"
     if finished or trial.status == "TERMINATED":
+        if not last.get("training_iteration"):
+            return "not started"  # the sweep ended (stop target, time budget) before it ran
         return "completed" if last.get("training_iteration", 0) >= target_epochs else "stopped"
     return trial.status.lower()
 

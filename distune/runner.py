@@ -105,23 +105,32 @@ def check_resources(exp: Experiment) -> None:
                        "gpus_per_trial, or add bigger nodes.")
 
 
-def _target_stopper(targets: dict[str, float]):
+def _target_stopper(targets: dict[str, float], wait_s: float = 30.0):
+    """(stopper, callback) for run.stop: end the sweep once a trial reaches every target."""
     from ray import tune
 
-    class TargetReached(tune.Stopper):
-        """Ends the whole sweep once any trial reaches every target (run.stop)."""
+    class TargetReached(tune.Stopper, tune.Callback):
+        """The reaching trial stops at once (and is checkpointed); the whole sweep stops as
+        soon as that checkpoint is recorded, so the winner always has one to be tested from."""
 
         def __init__(self) -> None:
-            self.reached = False
+            self.trial_id: str | None = None
+            self.reached_at = 0.0
+            self.saved = False
 
         def __call__(self, trial_id: str, result: dict) -> bool:
-            ok = [k in result and (result[k] <= v if k.endswith("loss") else result[k] >= v)
-                  for k, v in targets.items()]
-            self.reached = self.reached or all(ok)
-            return False
+            ok = all(k in result and (result[k] <= v if k.endswith("loss") else result[k] >= v)
+                     for k, v in targets.items())
+            if ok and self.trial_id is None:
+                self.trial_id, self.reached_at = trial_id, time.monotonic()
+            return self.trial_id is not None
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            self.saved = self.saved or trial.trial_id == self.trial_id
 
         def stop_all(self) -> bool:
-            return self.reached
+            return self.trial_id is not None and (
+                self.saved or time.monotonic() - self.reached_at > wait_s)
 
     return TargetReached()
 
@@ -157,6 +166,7 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
         reuse_actors=True,
         trial_dirname_creator=_trial_dirname,
     )
+    stopper = _target_stopper(exp.run.stop) if exp.run.stop else None
     run_config = tune.RunConfig(
         name=directory.name,
         storage_path=str(directory.parent),
@@ -168,8 +178,9 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
             checkpoint_at_end=exp.train.checkpoint_every > 1,
         ),
         failure_config=tune.FailureConfig(max_failures=2),
-        stop=_target_stopper(exp.run.stop) if exp.run.stop else None,
-        callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say)],
+        stop=stopper,
+        callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say),
+                   *([stopper] if stopper else [])],
         verbose=1 if verbose else 0,
     )
     return tune.Tuner(trainable, param_space=trial_space(exp), tune_config=tune_config,

@@ -23,7 +23,8 @@ def _fifo(opts: NoOptions, ctx: Context):
 
 class ASHAOptions(Options):
     max_t: int | None = Field(None, ge=1, description="epochs a trial may reach; default train.epochs")
-    grace_period: int = Field(1, ge=1, description="epochs before a trial can be stopped")
+    grace_period: int = Field(1, ge=1, description="epochs before a trial can be stopped "
+                              "(capped at max_t when max_t defaults to train.epochs)")
     reduction_factor: float = Field(3, gt=1, description="keep 1/reduction_factor at each rung")
     brackets: int = Field(1, ge=1)
 
@@ -40,9 +41,9 @@ def _asha(opts: ASHAOptions, ctx: Context):
     from ray.tune.schedulers import ASHAScheduler
 
     max_t = opts.max_t or ctx.max_epochs
-    if opts.grace_period > max_t:
-        raise ValueError(f"grace_period ({opts.grace_period}) must be <= max_t ({max_t} epochs)")
-    return ASHAScheduler(time_attr=EPOCHS, max_t=max_t, grace_period=opts.grace_period,
+    # With max_t taken from train.epochs (a short debugging run, say), the grace period is
+    # capped at it; an explicit max_t below grace_period is a config error instead.
+    return ASHAScheduler(time_attr=EPOCHS, max_t=max_t, grace_period=min(opts.grace_period, max_t),
                          reduction_factor=opts.reduction_factor, brackets=opts.brackets)
 
 

@@ -81,15 +81,15 @@ def parse_param(name: str, raw: Any) -> Param:
         low, high = (_number(v, kind) for v in args)
         if is_integer(name):
             raise ValueError(f"{name} is an integer; use {{int: [{args[0]}, {args[1]}]}}")
-        check_value(name, low), check_value(name, high)
         _check_bounds(kind, low, high, log=kind == "loguniform")
+        check_value(name, low), check_value(name, high)
         return Uniform(float(low), float(high), log=kind == "loguniform")
     # int / logint
     if len(args) not in (2, 3) or not all(isinstance(v, int) and not isinstance(v, bool) for v in args):
         raise ValueError(f"{kind} takes integers [low, high] or [low, high, step], got {args!r}")
     low, high, step = args[0], args[1], (args[2] if len(args) == 3 else 1)
-    check_value(name, low), check_value(name, high)
     _check_bounds(kind, low, high, log=kind == "logint")
+    check_value(name, low), check_value(name, high)
     if step < 1 or (high - low) % step:
         raise ValueError(f"step {step} must be >= 1 and divide high - low ({high - low})")
     return IntRange(low, high, step, log=kind == "logint")

@@ -38,6 +38,8 @@ def configure_tensorflow(threads: int | None = None) -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3":
+        tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when a reused actor builds anew
     try:
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -28,26 +28,22 @@ class Winner:
 
 
 def pick_winner(analysis, exp: Experiment) -> Winner:
-    """Best trial by its best epoch's validation metric, and that epoch's checkpoint."""
+    """The best checkpointed epoch of any trial, by the validation metric. Only epochs with a
+    checkpoint can win: a trial cut off before saving (say, by the sweep's stop target) has
+    nothing to test."""
     metric, mode = exp.search.metric, exp.search.mode
-    try:
-        trial = analysis.get_best_trial(metric, mode, scope="all", filter_nan_and_inf=True)
-    except (KeyError, ValueError):
-        trial = None
-    if trial is None:
-        raise DistuneError(f"no trial reported a finite {metric}; see `distune show` for each "
-                           "trial's status (errors, divergence) and the trial logs.")
     best = None
-    for result in trial.run_metadata.checkpoint_manager.best_checkpoint_results:
-        value = result.metrics.get(metric)
-        if value is None or not math.isfinite(value):
-            continue
-        if best is None or (value > best[0] if mode == "max" else value < best[0]):
-            best = (value, result)
+    for trial in analysis.trials:
+        for result in trial.run_metadata.checkpoint_manager.best_checkpoint_results:
+            value = result.metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                continue
+            if best is None or (value > best[0] if mode == "max" else value < best[0]):
+                best = (value, trial, result)
     if best is None:
-        raise DistuneError(f"trial {trial.trial_id} has no checkpoint to evaluate; raise "
-                           "run.keep_checkpoints or lower train.checkpoint_every.")
-    value, result = best
+        raise DistuneError(f"no trial saved a checkpoint with a finite {metric}; `distune show` "
+                           "gives each trial's status (errors, divergence) and where its log is.")
+    value, trial, result = best
     return Winner(trial.trial_id, dict(trial.config), float(value),
                   int(result.metrics.get("training_iteration", 0)), Path(result.checkpoint.path))
 

@@ -1,0 +1,104 @@
+"""Real Ray Tune sweeps of real Keras training on small slices of real MNIST."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import pandas as pd
+import pytest
+
+from conftest import experiment
+from distune.runner import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_random_fifo_sweep_end_to_end(ray_local, mnist_path, tmp_path):
+    exp = experiment(mnist_path, tmp_path,
+                     model={"space": {"hidden_layers": 1, "units": {"choice": [16, 32]},
+                                      "learning_rate": {"loguniform": [1e-3, 1e-2]}}},
+                     search={"searcher": "random", "num_samples": 3})
+    lines: list[str] = []
+    s = run(exp, "t", say=lines.append)
+    d = tmp_path / "results" / "t"
+    assert s.directory == d and s.trials == 3
+    table = pd.read_csv(d / "results.csv")
+    assert len(table) == 3 and set(table.status) == {"completed"} and set(table.epochs) == {2}
+    assert table.best_val_accuracy.is_monotonic_decreasing  # best first
+    for trial in table.trial:  # every epoch reported, checkpoints kept
+        progress = pd.read_csv(d / trial / "progress.csv")
+        assert list(progress.training_iteration) == [1, 2]
+        assert {"val_accuracy", "val_loss", "lr", "epoch_s", "samples_per_s"} <= set(progress.columns)
+        assert list((d / trial).glob("checkpoint_*/model.keras"))
+    best = json.loads((d / "best.json").read_text())
+    assert best["trial"] == table.trial[0] and best["val_accuracy"] == pytest.approx(table.best_val_accuracy[0])
+    assert 0.5 < best["test_accuracy"] <= 1.0 and best["test_accuracy"] == s.test_accuracy
+    model = keras.saving.load_model(d / "best_model.keras")
+    assert model.output_shape == (None, 10)
+    assert (d / "distune.yaml").is_file()
+    assert any("completed after 2 epochs" in line for line in lines)
+
+
+def test_grid_asha_sweep(ray_local, mnist_path, tmp_path):
+    exp = experiment(mnist_path, tmp_path,
+                     model={"space": {"hidden_layers": 1, "units": {"choice": [8, 32]},
+                                      "learning_rate": {"choice": [1e-4, 3e-3]}}},
+                     train={"epochs": 3},
+                     search={"searcher": "grid", "num_samples": 1},
+                     schedule={"scheduler": "asha", "options": {"grace_period": 1, "reduction_factor": 2}})
+    s = run(exp, "t", say=lambda _: None)
+    table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")
+    assert s.trials == 4
+    pairs = set(zip(table["config/units"], table["config/learning_rate"]))
+    assert pairs == {(8, 1e-4), (8, 3e-3), (32, 1e-4), (32, 3e-3)}
+    assert set(table.status) <= {"completed", "stopped"} and table.epochs.max() == 3
+    assert table.epochs.sum() < 12, "ASHA stopped no trial early"
+
+
+def test_diverging_trial_is_marked_and_the_sweep_goes_on(ray_local, mnist_path, tmp_path):
+    exp = experiment(mnist_path, tmp_path,
+                     model={"space": {"activation": "linear", "optimizer": "sgd", "momentum": 0.99,
+                                      "batch_size": 32, "learning_rate": {"grid": [10.0, 1e-2]}}},
+                     search={"searcher": "random", "num_samples": 1})
+    s = run(exp, "t", say=lambda _: None)
+    table = pd.read_csv(tmp_path / "results" / "t" / "results.csv").set_index("config/learning_rate")
+    assert table.loc[10.0, "status"] == "diverged" and table.loc[10.0, "epochs"] == 1
+    assert table.loc[0.01, "status"] == "completed"
+    assert s.best_config["learning_rate"] == 0.01
+
+
+def test_stop_target_ends_the_sweep(ray_local, mnist_path, tmp_path):
+    exp = experiment(mnist_path, tmp_path, search={"num_samples": 6},
+                     resources={"max_concurrent_trials": 1}, run={"stop": {"val_accuracy": 0.0}})
+    s = run(exp, "t", say=lambda _: None)
+    table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")
+    assert table.epochs.sum() == 1, "the sweep went on after the target was reached"
+    assert (table.status == "not started").sum() >= 4
+    assert s.test_accuracy > 0
+
+
+def test_refit_retrains_on_train_and_validation(ray_local, mnist_path, tmp_path):
+    exp = experiment(mnist_path, tmp_path, search={"num_samples": 1})
+    s = run(exp, "t", refit=True, say=lambda _: None)
+    best = json.loads((tmp_path / "results" / "t" / "best.json").read_text())
+    assert s.refit and best["refit"] and 0.5 < best["test_accuracy"] <= 1.0
+    assert not list((tmp_path / "results" / "t").glob(".refit-*"))
+
+
+def test_existing_experiment_is_never_overwritten_silently(ray_local, mnist_path, tmp_path):
+    from distune.errors import DistuneError
+
+    exp = experiment(mnist_path, tmp_path, search={"num_samples": 1}, train={"epochs": 1})
+    run(exp, "t", say=lambda _: None)
+    with pytest.raises(DistuneError, match="already exists.*--overwrite"):
+        run(exp, "t", say=lambda _: None)
+    run(exp, "t", overwrite=True, say=lambda _: None)
+
+
+def test_impossible_resources_are_refused(ray_local, mnist_path, tmp_path):
+    from distune.errors import DistuneError
+
+    exp = experiment(mnist_path, tmp_path, resources={"cpus_per_trial": 64})
+    with pytest.raises(DistuneError, match="asks for 64 CPUs.*largest node has 2 CPUs"):
+        run(exp, "t", say=lambda _: None)
