@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from distune.config import DEFAULT_STORAGE, FLAG_FIELDS, load_experiment, presets
-from distune.errors import DistuneError
+from distune.errors import DistuneError, Interrupted
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
@@ -47,6 +49,14 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
     show.add_argument("--top", type=int, default=None, help="show only the best N trials")
 
+    res = sub.add_parser("resume", parents=[common], help="continue an interrupted sweep")
+    res.add_argument("name", help="experiment name (or its directory)")
+    res.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+    res.add_argument("--refit", action="store_true", help="as for run")
+    res.add_argument("--skip-corrupt", action="store_true",
+                     help="resume even if some trials' checkpoints are unreadable (they fail)")
+    res.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
     return root
 
@@ -60,16 +70,36 @@ def cmd_run(args) -> int:
     from distune.runner import run
 
     exp, stem = _load(args)
-    s = run(exp, stem, overwrite=args.overwrite, refit=args.refit, verbose=args.verbose)
+    _print_summary(run(exp, stem, overwrite=args.overwrite, refit=args.refit, verbose=args.verbose))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from distune.runner import resume
+
+    directory = experiment_path(args.name, args.storage)
+    _print_summary(resume(directory, refit=args.refit, skip_corrupt=args.skip_corrupt,
+                          verbose=args.verbose))
+    return 0
+
+
+def experiment_path(name: str, storage: str | None) -> Path:
+    """A directory given as such, else <storage>/<name>."""
+    directory = Path(name).expanduser()
+    if directory.is_dir() and (directory / "distune.yaml").is_file():
+        return directory
+    return Path(storage or DEFAULT_STORAGE).expanduser().absolute() / name
+
+
+def _print_summary(s) -> None:
     width = max(len(k) for k in s.best_config)
     print(f"\nBest of {s.trials} trials ({s.wall_s:.0f} s):")
     for k, v in s.best_config.items():
         print(f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
-    print(f"  validation {exp.search.metric}: {s.best_score:.4f}")
+    print(f"  validation {s.metric}: {s.best_score:.4f}")
     print(f"  test accuracy{' (refit on train+val)' if s.refit else ''}: {s.test_accuracy:.4f}")
     for label, path in s.files.items():
         print(f"  {label:<6} {path}")
-    return 0
 
 
 def cmd_validate(args) -> int:
@@ -89,24 +119,16 @@ def cmd_validate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from distune.config import Experiment, validate
-    from distune.results import BEST_FILE, CONFIG_FILE, format_table, open_analysis, trials_table
+    from distune.results import BEST_FILE, format_table, open_analysis, trials_table
+    from distune.runner import load_saved_experiment
 
-    import yaml
-
-    directory = Path(args.name).expanduser()
-    if not directory.is_dir():
-        directory = Path(args.storage or DEFAULT_STORAGE).expanduser() / args.name
-    config_file = directory / CONFIG_FILE
-    exp = validate(yaml.safe_load(config_file.read_text()), str(config_file)) \
-        if config_file.is_file() else Experiment()
-    analysis = open_analysis(directory)
-    table = trials_table(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
+    directory = experiment_path(args.name, args.storage)
+    exp = load_saved_experiment(directory)
+    table = trials_table(open_analysis(directory), exp.search.metric, exp.search.mode,
+                         exp.train.epochs)
     print(f"{directory}: {len(table)} trials, ranked by best {exp.search.metric} ({exp.search.mode})")
     print(format_table(table, args.top))
     if (directory / BEST_FILE).is_file():
-        import json
-
         best = json.loads((directory / BEST_FILE).read_text())
         print(f"winner: {best['trial']}  test accuracy {best['test_accuracy']:.4f}")
     return 0
@@ -120,18 +142,24 @@ def cmd_presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "show": cmd_show,
+    handler = {"run": cmd_run, "resume": cmd_resume, "validate": cmd_validate, "show": cmd_show,
                "presets": cmd_presets}[args.command]
+    from distune.runner import quiet_environment
+
+    quiet_environment(getattr(args, "verbose", False))
     try:
         return handler(args)
+    except Interrupted as e:
+        print(f"distune: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except DistuneError as e:
         if args.debug:
             raise
         print(f"distune: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("distune: interrupted", file=sys.stderr)
-        return 130
+        print("distune: interrupted (a second Ctrl-C skips saving the sweep's state)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class RunSection(Section):
     address: str | None = Field(None, description="Ray cluster to join; default: start a local one")
     keep_checkpoints: int = Field(2, ge=1, description="best checkpoints kept per trial (latest always kept)")
     seed: int = Field(0, ge=0)
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial, from its last checkpoint")
     stop: dict[str, float] = Field(default_factory=dict, description="end the sweep once metric >= value (<= for *loss)")
     time_budget_s: float | None = Field(None, gt=0, description="end the sweep after this many seconds")
 

@@ -16,3 +16,7 @@ class ConfigError(DistuneError):
         lines = [f"{source} is not a valid experiment:"]
         lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))
+
+
+class Interrupted(DistuneError):
+    """Ctrl-C: the sweep's state is saved and `distune resume` continues it."""

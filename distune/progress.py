@@ -20,6 +20,9 @@ class ProgressLines(Callback):
         self.best: tuple[float, str] | None = None
         self.best_by_trial: dict[str, float] = {}
 
+    def setup(self, **info):
+        self.start = time.monotonic()  # also after a resume, when this object is unpickled
+
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
 
@@ -49,6 +52,10 @@ class ProgressLines(Callback):
         self._line(f"{trial.trial_id} {status} after {last.get('training_iteration', 0)} epochs: "
                    f"best {self.metric} {best:.4f}")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._line(f"{trial.trial_id} failed (worker lost or crashed); retrying from its last "
+                   "checkpoint")
+
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(f"{trial.trial_id} failed; its log: {trial.local_path}/error.txt "
-                   "(Tune retries it from its last checkpoint up to run.max_failures times)")
+        self._line(f"{trial.trial_id} failed for good (retries used up); its error: "
+                   f"{trial.local_path}/error.txt")

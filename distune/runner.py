@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distune.config import Experiment, storage_root, trial_space
-from distune.errors import DistuneError
+from distune.errors import DistuneError, Interrupted
 from distune.results import (BEST_FILE, CONFIG_FILE, MODEL_FILE, TABLE_FILE, open_analysis,
                              trials_table, write_atomic, write_json)
 
@@ -36,6 +36,7 @@ class Summary:
     test_accuracy: float
     test_loss: float
     refit: bool
+    metric: str
     files: dict[str, Path] = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -45,7 +46,9 @@ def quiet_environment(verbose: bool) -> None:
     if not verbose:
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
-        logging.getLogger("ray").setLevel(logging.ERROR)
+        # Trial failures are reported in one line by ProgressLines (and kept in each trial's
+        # error.txt); Ray's own tracebacks for them would bury the progress view.
+        logging.getLogger("ray").setLevel(logging.CRITICAL)
         import warnings
 
         warnings.filterwarnings("ignore")
@@ -63,8 +66,9 @@ def prepare_directory(directory: Path, overwrite: bool) -> None:
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
             raise DistuneError(f"experiment {directory.name!r} already exists at {directory}. "
-                               "Pick another --name, inspect it with `distune show "
-                               f"{directory.name}`, or pass --overwrite to replace it.")
+                               f"Continue it with `distune resume {directory.name} --storage "
+                               f"{directory.parent}`, pick another --name, or pass --overwrite "
+                               "to replace it.")
         shutil.rmtree(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -85,8 +89,10 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
         return False
     env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
     ray.init(address=exp.run.address, include_dashboard=False, log_to_driver=verbose,
-             logging_level=logging.INFO if verbose else logging.ERROR,
+             logging_level=logging.INFO if verbose else logging.CRITICAL,
              runtime_env={"env_vars": env} if env else None)
+    if not verbose:  # ray.init configures Ray's loggers; quiet Tune's after it
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     return True
 
 
@@ -139,22 +145,29 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
+def make_trainable(exp: Experiment, data: dict):
+    """The Trainable with its data (shared via the object store) and resources attached."""
+    from ray import tune
+
+    from distune.trainable import MnistTrainable
+
+    return tune.with_resources(
+        tune.with_parameters(MnistTrainable, experiment=exp, data=data),
+        {"cpu": exp.resources.cpus_per_trial, "gpu": exp.resources.gpus_per_trial},
+    )
+
+
 def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = False,
-                say: Callable[[str], None] = print):
+                say: Callable[[str], None] = print, callbacks: list = ()):
     from ray import tune
 
     from distune.progress import ProgressLines
     from distune.registry import Context
     from distune.schedulers import SCHEDULERS
     from distune.searchers import SEARCHERS
-    from distune.trainable import MnistTrainable
 
     ctx = Context(seed=exp.run.seed, max_epochs=exp.max_epochs)
     res = exp.resources
-    trainable = tune.with_resources(
-        tune.with_parameters(MnistTrainable, experiment=exp, data=data),
-        {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
-    )
     tune_config = tune.TuneConfig(
         metric=exp.search.metric,
         mode=exp.search.mode,
@@ -177,14 +190,14 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
             checkpoint_frequency=exp.train.checkpoint_every,
             checkpoint_at_end=exp.train.checkpoint_every > 1,
         ),
-        failure_config=tune.FailureConfig(max_failures=2),
+        failure_config=tune.FailureConfig(max_failures=exp.run.max_failures),
         stop=stopper,
         callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say),
-                   *([stopper] if stopper else [])],
+                   *([stopper] if stopper else []), *callbacks],
         verbose=1 if verbose else 0,
     )
-    return tune.Tuner(trainable, param_space=trial_space(exp), tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(make_trainable(exp, data), param_space=trial_space(exp),
+                      tune_config=tune_config, run_config=run_config)
 
 
 def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = False,
@@ -195,25 +208,93 @@ def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = Fa
         name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         exp = exp.model_copy(update={"run": exp.run.model_copy(update={"name": name})})
     quiet_environment(verbose)
-    from distune.data import load_mnist
-
     directory = experiment_dir(exp)
-    splits = load_mnist(exp.data.path, exp.data.validation_split, exp.data.train_subset,
-                        exp.run.seed)
+    splits = load_data(exp)
     prepare_directory(directory, overwrite)
     write_atomic(directory / CONFIG_FILE, exp.to_yaml())
     say(_plan(exp, splits, directory))
+    _sweep(exp, verbose, lambda: build_tuner(exp, splits.for_trials(), directory, verbose, say))
+    return finish(exp, directory, splits, refit=refit, started=started, say=say)
 
+
+def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
+           verbose: bool = False, say: Callable[[str], None] = print) -> Summary:
+    """Continue an interrupted sweep from its storage: finished trials keep their results,
+    unfinished ones restart from their latest checkpoints, the searcher from its saved state."""
+    from ray import tune
+
+    started = time.time()
+    quiet_environment(verbose)
+    exp = load_saved_experiment(directory)
+    if not tune.Tuner.can_restore(str(directory)):
+        raise DistuneError(f"{directory} has no sweep state to resume (it never started). Run it "
+                           f"again with `distune run {directory / CONFIG_FILE} --overwrite`.")
+    problems = corrupt_checkpoints(directory)
+    if problems and not skip_corrupt:
+        raise DistuneError("cannot resume: " + "; ".join(problems) + ". Restore those files (for "
+                           "example from your shared storage), or pass --skip-corrupt to resume "
+                           "anyway: those trials fail and are recorded as errors, all other "
+                           "results are kept.")
+    splits = load_data(exp)
+    say(f"distune: resuming {directory.name} from {directory}")
+    _sweep(exp, verbose, lambda: tune.Tuner.restore(
+        str(directory), trainable=make_trainable(exp, splits.for_trials()),
+        resume_unfinished=True, resume_errored=True))
+    return finish(exp, directory, splits, refit=refit, started=started, say=say)
+
+
+def _sweep(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any]) -> None:
     import ray
 
     owns_ray = start_ray(exp, verbose)
     try:
         check_resources(exp)
-        build_tuner(exp, splits.for_trials(), directory, verbose, say).fit()
+        make_tuner().fit()
     finally:
         if owns_ray:
             ray.shutdown()
-    return finish(exp, directory, splits, refit=refit, started=started, say=say)
+    # On Ctrl-C, Tune saves its state and returns normally; the saved state (not the live
+    # trial objects, which it marks stopped while cleaning up) tells that trials are unfinished.
+    directory = experiment_dir(exp)
+    if any(t.status not in ("TERMINATED", "ERROR") for t in open_analysis(directory).trials):
+        raise Interrupted(f"interrupted: the sweep's state is saved in {directory}. Resume it "
+                          f"with: distune resume {directory.name} --storage {directory.parent}")
+
+
+def load_data(exp: Experiment):
+    from distune.data import load_mnist
+
+    return load_mnist(exp.data.path, exp.data.validation_split, exp.data.train_subset, exp.run.seed)
+
+
+def load_saved_experiment(directory: Path) -> Experiment:
+    """The resolved config a run saved in its directory."""
+    import yaml
+
+    from distune.config import validate
+
+    config_file = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise DistuneError(f"no experiment at {directory}. Check the name and --storage.")
+    if not config_file.is_file():
+        raise DistuneError(f"{directory} is not a distune experiment (no {CONFIG_FILE}).")
+    return validate(yaml.safe_load(config_file.read_text()), str(config_file))
+
+
+def corrupt_checkpoints(directory: Path) -> list[str]:
+    """Unfinished trials whose latest checkpoint is missing or unreadable."""
+    from distune.training import checkpoint_problem
+
+    problems = []
+    for trial in open_analysis(directory).trials:
+        if trial.status in ("TERMINATED",):
+            continue
+        latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+        if latest is not None:
+            problem = checkpoint_problem(Path(latest.checkpoint.path))
+            if problem:
+                problems.append(f"trial {trial.trial_id}: {problem}")
+    return problems
 
 
 def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: float,
@@ -241,7 +322,7 @@ def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: fl
         "refit": refit, "checkpoint": str(best.checkpoint_dir), "model": MODEL_FILE,
     })
     return Summary(exp.run.name, directory, len(table), best.config, best.score, test_acc,
-                   test_loss, refit, {"table": directory / TABLE_FILE, "best": directory / BEST_FILE,
+                   test_loss, refit, exp.search.metric, {"table": directory / TABLE_FILE, "best": directory / BEST_FILE,
                                       "model": directory / MODEL_FILE,
                                       "config": directory / CONFIG_FILE},
                    wall_s=time.time() - started)

@@ -9,12 +9,14 @@ import json
 import math
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distune.config import TrainConfig
+from distune.errors import DistuneError
 from distune.hyperparams import Hyperparams
 
 MODEL_FILE = "model.keras"
@@ -69,6 +71,27 @@ def trial_seed(run_seed: int, config: dict[str, Any]) -> int:
     """Seed from the run's seed and the trial's config, so the same config retrains the same."""
     blob = json.dumps({"seed": run_seed, "config": config}, sort_keys=True, default=str)
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
+
+
+class CorruptCheckpoint(DistuneError):
+    """A checkpoint that cannot be loaded; the trial fails instead of training from garbage."""
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why a checkpoint directory cannot be loaded, or None if it looks whole."""
+    if not directory.is_dir():
+        return f"checkpoint {directory} is missing"
+    model, state = directory / MODEL_FILE, directory / STATE_FILE
+    try:
+        with zipfile.ZipFile(model) as z:
+            if z.testzip() is not None:
+                return f"checkpoint model {model} is corrupt (CRC error)"
+        json.loads(state.read_text())["epoch"]
+    except FileNotFoundError as e:
+        return f"checkpoint {directory} lacks {Path(e.filename).name}"
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError) as e:
+        return f"checkpoint {directory} is corrupt ({type(e).__name__}: {e})"
+    return None
 
 
 class Training:
@@ -154,6 +177,9 @@ class Training:
         import keras
 
         d = Path(directory)
+        problem = checkpoint_problem(d)
+        if problem:
+            raise CorruptCheckpoint(problem)
         self.model = keras.saving.load_model(d / MODEL_FILE)
         state = json.loads((d / STATE_FILE).read_text())
         self.epoch, self.best_val_loss, self.wait = state["epoch"], state["best_val_loss"], state["wait"]

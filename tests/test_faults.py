@@ -1,0 +1,135 @@
+"""Faults, for real: Ctrl-C, a SIGKILLed driver, a killed trial worker, a corrupt checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from test_cli import distune
+
+pytestmark = pytest.mark.slow
+
+SPACE = "{hidden_layers: 1, units: {choice: [16, 32, 64]}, learning_rate: {loguniform: [1.0e-3, 1.0e-2]}}"
+
+
+def start_run(mnist_path, storage: Path, name: str, samples: int, epochs: int, *extra: str):
+    cmd = [sys.executable, "-m", "distune", "run", "--data", str(mnist_path), "--storage", str(storage),
+           "--name", name, "--samples", str(samples), "--scheduler", "fifo",
+           "--set", f"train.epochs={epochs}", "--set", "data.train_subset=1500",
+           "--set", f"model.space={SPACE}", "--set", "resources.max_concurrent_trials=2", *extra]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    guard = threading.Timer(300, lambda: proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL))
+    guard.daemon = True
+    guard.start()
+    return proc
+
+
+def wait_for_lines(proc, predicate) -> list[str]:
+    """Read the run's progress lines until `predicate(lines)` holds."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if predicate(lines):
+            return lines
+    raise AssertionError("the run ended first:\n" + "".join(lines) + proc.stderr.read())
+
+
+def table(storage: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(storage / name / "results.csv")
+
+
+def test_ctrl_c_saves_state_and_resume_finishes(mnist_path, tmp_path):
+    storage = tmp_path / "store"
+    proc = start_run(mnist_path, storage, "sigint", samples=5, epochs=3)
+    wait_for_lines(proc, lambda ls: any("epoch   2/3" in line for line in ls))
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"distune resume sigint --storage {storage}" in err and "Traceback" not in err
+
+    r = distune("resume", "sigint", "--storage", str(storage))
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = table(storage, "sigint")
+    assert len(t) == 5 and set(t.status) == {"completed"} and set(t.epochs) == {3}
+    assert "test accuracy" in r.stdout
+
+
+def test_sigkilled_driver_resumes_with_the_same_number_of_trials(mnist_path, tmp_path):
+    storage = tmp_path / "store"
+    proc = start_run(mnist_path, storage, "kill", samples=6, epochs=2)
+    wait_for_lines(proc, lambda ls: sum("completed after" in line for line in ls) >= 2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, as in a reboot
+    proc.wait()
+
+    r = distune("resume", "kill", "--storage", str(storage))
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = table(storage, "kill")
+    assert len(t) == 6 and set(t.status) == {"completed"} and set(t.epochs) == {2}
+    assert json.loads((storage / "kill" / "best.json").read_text())["trial"] in set(t.trial)
+
+
+def test_killed_worker_is_retried_from_its_checkpoint(mnist_path, tmp_path):
+    storage = tmp_path / "store"
+    proc = start_run(mnist_path, storage, "worker", 2, 6, "--set", "data.train_subset=3000")
+    lines = wait_for_lines(proc, lambda ls: any("epoch   2/6" in line for line in ls))
+    trial = next(line.split()[2] for line in lines if "epoch   2/6" in line)
+    result_file = storage / "worker" / trial / "result.json"
+    for _ in range(100):  # Tune's logger writes it shortly after the result
+        if result_file.is_file() and result_file.read_text().strip():
+            break
+        time.sleep(0.1)
+    pid = json.loads(result_file.read_text().splitlines()[-1])["pid"]
+    os.kill(pid, signal.SIGKILL)  # the trial's worker process, mid-sweep
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    assert f"{trial} failed (worker lost or crashed); retrying from its last checkpoint" in out
+    assert "Traceback" not in err
+    t = table(storage, "worker")
+    assert set(t.status) == {"completed"} and set(t.epochs) == {6}
+    epochs = pd.read_csv(storage / "worker" / trial / "progress.csv").training_iteration
+    assert sorted(set(epochs)) == list(range(1, 7)), "the epoch count has a gap"
+    assert epochs.iloc[0] == 1 and epochs.iloc[-1] == 6
+
+
+def test_corrupt_checkpoint_on_resume(mnist_path, tmp_path):
+    storage = tmp_path / "store"
+    proc = start_run(mnist_path, storage, "corrupt", samples=3, epochs=4)
+    wait_for_lines(proc, lambda ls: sum("epoch   2/4" in line for line in ls) >= 2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    from distune.runner import corrupt_checkpoints
+    from distune.results import open_analysis
+
+    assert corrupt_checkpoints(storage / "corrupt") == []
+    unfinished = [t for t in open_analysis(storage / "corrupt").trials if t.status != "TERMINATED"
+                  and t.run_metadata.checkpoint_manager.latest_checkpoint_result]
+    assert unfinished, "no unfinished trial with a checkpoint to corrupt"
+    victim = unfinished[0]
+    ckpt = Path(victim.run_metadata.checkpoint_manager.latest_checkpoint_result.checkpoint.path)
+    (ckpt / "model.keras").write_bytes(b"garbage")
+
+    r = distune("resume", "corrupt", "--storage", str(storage))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"trial {victim.trial_id}: checkpoint" in r.stderr and "--skip-corrupt" in r.stderr
+
+    r = distune("resume", "corrupt", "--storage", str(storage), "--skip-corrupt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = table(storage, "corrupt").set_index("trial")
+    assert t.loc[victim.trial_id, "status"] == "error"
+    assert (t.drop(victim.trial_id).status == "completed").all() and len(t) == 3
+
+
+def test_resume_unknown_experiment(tmp_path):
+    r = distune("resume", "nothing", "--storage", str(tmp_path))
+    assert r.returncode == 2 and "no experiment at" in r.stderr and "Traceback" not in r.stderr
