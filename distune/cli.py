@@ -104,10 +104,14 @@ def _print_summary(s) -> None:
 
 def cmd_validate(args) -> int:
     from distune.data import find_mnist, read_npz
+    from distune.config import storage_root
+    from distune.runner import check_writable
     from distune.searchers import ENUMERATING
     from distune.space import grid_points
 
     exp, _ = _load(args)
+    if "://" not in storage_root(exp):
+        check_writable(Path(storage_root(exp)))
     file = find_mnist(exp.data.path)
     if file is not None:
         read_npz(file)

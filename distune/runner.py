@@ -62,7 +62,18 @@ def experiment_dir(exp: Experiment) -> Path:
     return Path(root) / exp.run.name
 
 
+def check_writable(directory: Path) -> None:
+    """Fail before a sweep, not after it, when results could not be written."""
+    parent = directory
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DistuneError(f"run.storage: cannot write to {directory} ({parent} is not a writable "
+                           "directory). Choose a writable --storage path.")
+
+
 def prepare_directory(directory: Path, overwrite: bool) -> None:
+    check_writable(directory)
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
             raise DistuneError(f"experiment {directory.name!r} already exists at {directory}. "

@@ -47,12 +47,23 @@ def test_run_then_show(mnist_path, tmp_path):
     (["validate", "--scheduler", "asha", "--set", "schedule.options={grace_period: 9, max_t: 2}"],
      "grace_period (9) must be <= max_t (2)"),
     (["show", "never-ran", "--storage", "/tmp/distune-nothing-here"], "no experiment at"),
+    (["run", "--storage", "/proc/distune", "--data", str(REPO)], "data.path: MNIST file not found"),
 ])
 def test_user_mistakes_exit_2_without_traceback(args, message):
     r = distune(*args, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.startswith("distune: error:")
+
+
+def test_unwritable_storage_is_refused_before_the_sweep(mnist_path, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = distune("run", "--data", str(mnist_path), "--storage", str(blocker / "results"), timeout=120)
+    assert r.returncode == 2 and "run.storage: cannot write to" in r.stderr
+    assert "Choose a writable --storage path" in r.stderr and "Traceback" not in r.stderr
+    v = distune("validate", "--data", str(mnist_path), "--storage", str(blocker / "results"))
+    assert v.returncode == 2 and "run.storage: cannot write to" in v.stderr
 
 
 def test_malformed_yaml_file(tmp_path):

@@ -53,6 +53,8 @@ def test_ctrl_c_saves_state_and_resume_finishes(mnist_path, tmp_path):
     storage = tmp_path / "store"
     proc = start_run(mnist_path, storage, "sigint", samples=5, epochs=3)
     wait_for_lines(proc, lambda ls: any("epoch   2/3" in line for line in ls))
+    show = distune("show", "sigint", "--storage", str(storage))  # works while it runs
+    assert show.returncode == 0 and "5 trials" in show.stdout, show.stderr
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

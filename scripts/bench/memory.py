@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    trials = 6 if args.quick else args.trials
+    n_trials = 6 if args.quick else args.trials
 
     from ray import tune
 
@@ -43,7 +43,7 @@ def main() -> int:
     worker_peak: dict[int, float] = {}
 
     class Sampler(tune.Callback):
-        def on_trial_complete(self, iteration, trials_, trial, **info):
+        def on_trial_complete(self, iteration, trials, trial, **info):
             pid = (trial.last_result or {}).get("pid")
             if pid and Path(f"/proc/{pid}").exists():
                 worker_peak[pid] = max(worker_peak.get(pid, 0.0), rss_mb(pid))
@@ -55,7 +55,7 @@ def main() -> int:
             "model": {"space": {"hidden_layers": {"int": [1, 3]}, "units": {"choice": [64, 128, 256]},
                                 "learning_rate": {"loguniform": [1e-4, 1e-2]}}},
             "train": {"epochs": 1},
-            "search": {"searcher": "random", "num_samples": trials},
+            "search": {"searcher": "random", "num_samples": n_trials},
             "run": {"storage": storage, "name": "memory", "seed": 0},
         })
         splits = load_data(exp)
