@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     res.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
 
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
+    sub.add_parser("searchers", parents=[common], help="list the searchers and their options")
+    sub.add_parser("schedulers", parents=[common], help="list the schedulers and their options")
     return root
 
 
@@ -106,17 +108,13 @@ def cmd_validate(args) -> int:
     from distune.data import find_mnist, read_npz
     from distune.config import storage_root
     from distune.runner import check_writable
-    from distune.searchers import ENUMERATING
-    from distune.space import grid_points
-
     exp, _ = _load(args)
     if "://" not in storage_root(exp):
         check_writable(Path(storage_root(exp)))
     file = find_mnist(exp.data.path)
     if file is not None:
         read_npz(file)
-    points = grid_points(exp.model.params, exp.search.searcher in ENUMERATING)
-    print(f"OK: {points * exp.search.num_samples} trials, searcher {exp.search.searcher}, "
+    print(f"OK: {exp.planned_trials} trials, searcher {exp.search.searcher}, "
           f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs; data: "
           f"{file or 'Keras download'}")
     return 0
@@ -138,6 +136,20 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_registry(args) -> int:
+    from distune.schedulers import SCHEDULERS
+    from distune.searchers import SEARCHERS
+
+    registry = SEARCHERS if args.command == "searchers" else SCHEDULERS
+    for entry in registry.values():
+        pairs = f" (only with {' or '.join(entry.only_with)})" if entry.only_with else ""
+        print(f"{entry.name:<15} {entry.summary}{pairs}")
+        for name, field in entry.options.model_fields.items():
+            default = "required" if field.is_required() else f"default {field.default!r}"
+            print(f"{'':<17}{name}: {field.description or ''} ({default})")
+    return 0
+
+
 def cmd_presets(args) -> int:
     for name, summary in presets().items():
         print(f"{name:<16} {summary}")
@@ -147,7 +159,8 @@ def cmd_presets(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler = {"run": cmd_run, "resume": cmd_resume, "validate": cmd_validate, "show": cmd_show,
-               "presets": cmd_presets}[args.command]
+               "presets": cmd_presets, "searchers": cmd_registry,
+               "schedulers": cmd_registry}[args.command]
     from distune.runner import quiet_environment
 
     quiet_environment(getattr(args, "verbose", False))

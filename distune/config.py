@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distune.errors import ConfigError, DistuneError
 from distune.schedulers import SCHEDULERS
 from distune.searchers import ENUMERATING, GRID_CAPABLE, SEARCHERS
-from distune.space import Grid, IntRange, Param, grid_points, grid_values, parse_param
+from distune.space import Fixed, Grid, IntRange, Param, grid_points, grid_values, parse_param
 
 DEFAULT_PRESET = "mnist-mlp"
 DEFAULT_STORAGE = "~/distune-results"
@@ -66,6 +66,7 @@ class SearchConfig(Section):
     metric: str = Field("val_accuracy", description="what trials are ranked by (never a test metric)")
     mode: Literal["max", "min"] = "max"
     max_grid: int = Field(256, ge=1, description="refuse grids with more trials than this")
+    initial_points: list[dict[str, Any]] = Field(default_factory=list, description="configs to evaluate first")
 
     @field_validator("searcher")
     @classmethod
@@ -144,6 +145,16 @@ class Experiment(Section):
         if epochs is None:
             return self.train.epochs
         return epochs.high if isinstance(epochs, IntRange) else max(grid_values(epochs))
+
+    @property
+    def planned_trials(self) -> int:
+        """Trials the sweep will run (before any stop target or time budget ends it)."""
+        if self.search.searcher == "stepwise":
+            from distune.stepwise import StepwiseSearch, stages
+
+            return StepwiseSearch(*stages(self.model.params, self.searcher_options().order)).total_trials()
+        points = grid_points(self.model.params, self.search.searcher in ENUMERATING)
+        return points * self.search.num_samples
 
     def searcher_options(self):
         return SEARCHERS[self.search.searcher].options(**self.search.options)
@@ -304,7 +315,35 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
                     known = list(registry[name].options.model_fields)
                     msg = f"unknown option for {name}; valid: {', '.join(known) or 'none'}"
                 problems.append((f"{section}.options{'.' + path if path else ''}", msg))
-    searcher = exp.search.searcher
+    searcher, scheduler = exp.search.searcher, exp.schedule.scheduler
+    only_with = SCHEDULERS[scheduler].only_with
+    if only_with and searcher not in only_with:
+        problems.append(("schedule.scheduler", f"{scheduler} works only with searcher "
+                         f"{' or '.join(only_with)}, not {searcher}"))
+    needs = SEARCHERS[searcher].only_with
+    if needs and scheduler not in needs:
+        problems.append(("search.searcher", f"{searcher} works only with scheduler "
+                         f"{' or '.join(needs)}, not {scheduler}"))
+    if searcher == "stepwise" and len(params) == len(exp.model.space) and not problems:
+        from distune.stepwise import stages
+
+        try:
+            stages(params, exp.searcher_options().order)
+        except ValueError as e:
+            problems.append(("search.options.order" if str(e).startswith("order") else
+                             f"model.space.{str(e).split(':')[0]}", str(e).split(": ", 1)[-1]))
+    problems += _point_problems(exp.search.initial_points, params, searcher)
+    if scheduler == "pbt" and not problems:
+        from distune.schedulers import MUTABLE
+
+        opts = exp.scheduler_options()
+        searched = [k for k, p in params.items() if not isinstance(p, Fixed) and k in MUTABLE]
+        wanted = opts.mutate if opts.mutate is not None else searched
+        missing = [m for m in wanted if m not in searched]
+        if not wanted or missing:
+            problems.append(("schedule.options.mutate", "pbt needs mutable hyperparameters that "
+                             "the space searches (e.g. learning_rate: {loguniform: [...]}); "
+                             f"{'not searched: ' + ', '.join(missing) if missing else 'none found'}"))
     grids = [k for k, p in params.items() if isinstance(p, Grid)]
     if grids and searcher not in GRID_CAPABLE:
         problems.append(("search.searcher", f"{searcher} cannot take grid values "
@@ -321,6 +360,29 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
                 problems.append(("search.max_grid", f"the grid has {n} trials, more than max_grid "
                                  f"({exp.search.max_grid}); raise it (--set search.max_grid={n}) "
                                  "if you mean it, or search with random/hyperopt/optuna"))
+    return problems
+
+
+def _point_problems(points: list[dict], params: dict[str, Param], searcher: str) -> list[tuple[str, str]]:
+    """initial_points must set every searched hyperparameter, each to a valid value."""
+    from distune.hyperparams import check_value
+
+    if points and searcher == "stepwise":
+        return [("search.initial_points", "stepwise walks its own order; drop initial_points")]
+    searched = {k for k, p in params.items() if not isinstance(p, Fixed)}
+    problems = []
+    for i, point in enumerate(points):
+        path = f"search.initial_points.{i}"
+        missing, extra = sorted(searched - set(point)), sorted(set(point) - searched)
+        if missing or extra:
+            problems.append((path, (f"missing {', '.join(missing)}" if missing else "") +
+                             ("; " if missing and extra else "") +
+                             (f"{', '.join(extra)} not searched by model.space" if extra else "")))
+        for k, v in point.items():
+            try:
+                check_value(k, v)
+            except ValueError as e:
+                problems.append((f"{path}.{k}", str(e)))
     return problems
 
 

@@ -6,7 +6,7 @@ Each entry declares its options as a strict pydantic model, so a misspelt option
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +24,9 @@ class Context:
 
     seed: int
     max_epochs: int
+    space: dict = field(default_factory=dict)  # Ray Tune param_space (domains and fixed values)
+    params: dict = field(default_factory=dict)  # distune's parsed space (name -> Param)
+    points: list = field(default_factory=list)  # search.initial_points: evaluated first
 
 
 O = TypeVar("O", bound=Options)
@@ -35,6 +38,7 @@ class Entry(Generic[O]):
     summary: str
     options: type[O]
     build: Callable[[O, Context], Any]
+    only_with: tuple[str, ...] = ()  # for schedulers: the searchers they work with (empty: all)
 
 
 class Registry(dict[str, Entry]):
@@ -42,11 +46,11 @@ class Registry(dict[str, Entry]):
         super().__init__()
         self.kind = kind
 
-    def add(self, name: str, summary: str, options: type[O]):
+    def add(self, name: str, summary: str, options: type[O], only_with: tuple[str, ...] = ()):
         """Decorator: register `build(options, context)` under `name`."""
 
         def deco(build: Callable[[O, Context], Any]) -> Callable[[O, Context], Any]:
-            self[name] = Entry(name, summary, options, build)
+            self[name] = Entry(name, summary, options, build, only_with)
             return build
 
         return deco

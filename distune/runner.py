@@ -177,14 +177,16 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
     from distune.schedulers import SCHEDULERS
     from distune.searchers import SEARCHERS
 
-    ctx = Context(seed=exp.run.seed, max_epochs=exp.max_epochs)
+    space = trial_space(exp)
+    ctx = Context(seed=exp.run.seed, max_epochs=exp.max_epochs, space=space,
+                  params=exp.model.params, points=list(exp.search.initial_points))
     res = exp.resources
     tune_config = tune.TuneConfig(
         metric=exp.search.metric,
         mode=exp.search.mode,
         search_alg=SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx),
         scheduler=SCHEDULERS[exp.schedule.scheduler].build(exp.scheduler_options(), ctx),
-        num_samples=exp.search.num_samples,
+        num_samples=-1 if exp.search.searcher == "stepwise" else exp.search.num_samples,
         max_concurrent_trials=res.max_concurrent_trials,
         time_budget_s=exp.run.time_budget_s,
         reuse_actors=True,
@@ -207,7 +209,7 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
                    *([stopper] if stopper else []), *callbacks],
         verbose=1 if verbose else 0,
     )
-    return tune.Tuner(make_trainable(exp, data), param_space=trial_space(exp),
+    return tune.Tuner(make_trainable(exp, data), param_space=space,
                       tune_config=tune_config, run_config=run_config)
 
 
@@ -344,7 +346,7 @@ def _plan(exp: Experiment, splits, directory: Path) -> str:
     from distune.space import grid_points
 
     points = grid_points(exp.model.params, exp.search.searcher in ENUMERATING)
-    trials = points * exp.search.num_samples
+    trials = exp.planned_trials
     grid = f" ({points} grid points x {exp.search.num_samples})" if points > 1 else ""
     return (f"distune: {exp.run.name}: {trials} trials{grid}, searcher {exp.search.searcher}, "
             f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs each on "

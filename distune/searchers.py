@@ -12,7 +12,7 @@ SEARCHERS = Registry("searcher")
 
 # Searchers built on Ray's BasicVariantGenerator understand {grid: [...]}; model-based ones
 # (hyperopt, optuna) raise on it, so the config validator rejects grids for them up front.
-GRID_CAPABLE = {"random", "grid"}
+GRID_CAPABLE = {"random", "grid", "stepwise"}
 # The grid searcher enumerates every choice and small int range instead of sampling it.
 ENUMERATING = {"grid"}
 
@@ -25,14 +25,14 @@ class NoOptions(Options):
 def _random(opts: NoOptions, ctx: Context):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=ctx.seed)
+    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
 
 
 @SEARCHERS.add("grid", "every combination of choices (num_samples repeats the grid)", NoOptions)
 def _grid(opts: NoOptions, ctx: Context):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=ctx.seed)
+    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
 
 
 class HyperOptOptions(Options):
@@ -46,7 +46,7 @@ def _hyperopt(opts: HyperOptOptions, ctx: Context):
     from ray.tune.search.hyperopt import HyperOptSearch
 
     return HyperOptSearch(n_initial_points=opts.n_initial_points, gamma=opts.gamma,
-                          random_state_seed=ctx.seed)
+                          random_state_seed=ctx.seed, points_to_evaluate=ctx.points or None)
 
 
 class OptunaOptions(Options):
@@ -68,4 +68,43 @@ def _optuna(opts: OptunaOptions, ctx: Context):
         "random": lambda: optuna.samplers.RandomSampler(seed=ctx.seed),
     }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(sampler=samplers[opts.sampler]())
+    if opts.sampler == "gp":
+        try:
+            import torch  # noqa: F401  (Optuna's GP sampler is written in PyTorch)
+        except ImportError:
+            raise_missing("gp", "PyTorch")
+    return OptunaSearch(sampler=samplers[opts.sampler](), points_to_evaluate=ctx.points or None)
+
+
+class BOHBOptions(Options):
+    pass
+
+
+@SEARCHERS.add("bohb", "BOHB: TPE-like model inside Hyperband brackets (needs scheduler "
+               "hyperband_bohb)", BOHBOptions, only_with=("hyperband_bohb",))
+def _bohb(opts: BOHBOptions, ctx: Context):
+    try:
+        from ray.tune.search.bohb import TuneBOHB
+    except ImportError:
+        raise_missing("bohb", "hpbandster ConfigSpace")
+    return TuneBOHB(seed=ctx.seed, points_to_evaluate=ctx.points or None)
+
+
+class StepwiseOptions(Options):
+    order: list[str] | None = Field(None, description="hyperparameters to tune, one at a time, in "
+                                    "this order (default: the space's order)")
+
+
+@SEARCHERS.add("stepwise", "one hyperparameter at a time: try each value with the others at "
+               "their first listed value, keep the best, move on", StepwiseOptions)
+def _stepwise(opts: StepwiseOptions, ctx: Context):
+    from distune.stepwise import StepwiseSearch, stages
+
+    return StepwiseSearch(*stages(ctx.params, opts.order))
+
+
+def raise_missing(extra: str, packages: str):
+    from distune.errors import DistuneError
+
+    raise DistuneError(f"this searcher needs {packages}, which is not installed: "
+                       f"pip install 'distune[{extra}]'")

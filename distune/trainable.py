@@ -22,6 +22,7 @@ class MnistTrainable(tune.Trainable):
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
+        config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy
         seed = trial_seed(self.experiment.run.seed, config)
         self.training = Training(Hyperparams.model_validate(config), self.data,
                                  self.experiment.train, seed)

@@ -180,9 +180,23 @@ class Training:
         problem = checkpoint_problem(d)
         if problem:
             raise CorruptCheckpoint(problem)
-        self.model = keras.saving.load_model(d / MODEL_FILE)
+        saved = keras.saving.load_model(d / MODEL_FILE)
+        self._take_state(saved)
         state = json.loads((d / STATE_FILE).read_text())
         self.epoch, self.best_val_loss, self.wait = state["epoch"], state["best_val_loss"], state["wait"]
         if (d / BEST_WEIGHTS_FILE).is_file():
             with np.load(d / BEST_WEIGHTS_FILE) as f:
                 self.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+
+    def _take_state(self, saved) -> None:
+        """Weights and optimizer state from a saved model into this trial's model, which is built
+        from the trial's own config: a resumed trial continues exactly, and a PBT trial that
+        copies a better one keeps its own (mutated) learning rate, dropout or L2."""
+        self.model.set_weights(saved.get_weights())
+        mine, theirs = self.model.optimizer, saved.optimizer
+        if type(mine) is not type(theirs):
+            return
+        mine.build(self.model.trainable_variables)
+        for var, value in zip(mine.variables, theirs.variables):
+            if not var.path.endswith("learning_rate") and var.shape == value.shape:
+                var.assign(value)

@@ -1,0 +1,123 @@
+"""Every searcher and scheduler by name: real small sweeps, seeded suggestions, bad pairs."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import experiment
+from distune.config import trial_space, validate
+from distune.errors import ConfigError
+from distune.registry import Context
+from distune.runner import run
+from distune.searchers import SEARCHERS
+from distune.stepwise import StepwiseSearch, stages
+
+SPACE = {"hidden_layers": 1, "units": {"choice": [8, 16]},
+         "learning_rate": {"choice": [3e-3, 1e-2]}}
+PAIRS = [(s, sch) for s in ("random", "grid", "hyperopt", "optuna", "stepwise") for sch in ("fifo", "asha")]
+PAIRS += [("bohb", "hyperband_bohb"), ("random", "hyperband"), ("hyperopt", "median"), ("random", "pbt")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("searcher,scheduler", PAIRS, ids=lambda v: v)
+def test_real_sweep(searcher, scheduler, ray_local, mnist_path, tmp_path):
+    options = {"asha": {"grace_period": 1}, "pbt": {"perturbation_interval": 1},
+               "median": {"grace_period": 1, "min_samples_required": 2}}.get(scheduler, {})
+    exp = experiment(mnist_path, tmp_path, model={"space": SPACE},
+                     data={"train_subset": 800}, train={"epochs": 2},
+                     search={"searcher": searcher, "num_samples": 1 if searcher == "grid" else 4},
+                     schedule={"scheduler": scheduler, "options": options})
+    s = run(exp, "t", say=lambda _: None)
+    table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")
+    assert len(table) == exp.planned_trials == s.trials
+    assert set(table.status) <= {"completed", "stopped"} and table.epochs.max() == 2
+    assert math.isfinite(s.test_accuracy) and s.best_config["units"] in (8, 16)
+    if searcher == "grid":
+        assert len(set(zip(table["config/units"], table["config/learning_rate"]))) == 4
+
+
+@pytest.mark.parametrize("searcher", ["random", "hyperopt", "optuna", "bohb", "stepwise"])
+def test_same_seed_same_suggestions(searcher):
+    space = {"units": {"int": [8, 64, 8]}, "learning_rate": {"loguniform": [1e-4, 1e-2]},
+             "activation": {"choice": ["relu", "tanh", "elu"]}}
+    if searcher == "stepwise":
+        space = {"units": {"choice": [8, 16, 32]}, "activation": {"choice": ["relu", "tanh"]}}
+    scheduler = "hyperband_bohb" if searcher == "bohb" else "fifo"
+    exp = validate({"search": {"searcher": searcher}, "model": {"space": space},
+                    "schedule": {"scheduler": scheduler}})
+
+    def suggestions(seed: int) -> list[dict]:
+        if searcher == "random":  # what BasicVariantGenerator(random_state=seed) runs
+            import numpy as np
+            from ray.tune.search.variant_generator import generate_variants
+
+            rng = np.random.RandomState(seed)
+            return [generate_variants({"config": trial_space(exp)}, random_state=rng).__next__()[1]["config"]
+                    for _ in range(5)]
+        ctx = Context(seed=seed, max_epochs=2, space=trial_space(exp), params=exp.model.params)
+        algo = SEARCHERS[searcher].build(exp.searcher_options(), ctx)
+        algo.set_search_properties("val_accuracy", "max", trial_space(exp))
+        return [algo.suggest(f"t{i}") for i in range(3)]
+
+    first, again = suggestions(1), suggestions(1)
+    assert first == again and all(isinstance(c, dict) for c in first)
+    if searcher != "stepwise":
+        assert suggestions(2) != first
+
+
+def test_stepwise_walks_one_hyperparameter_at_a_time():
+    exp = validate({"search": {"searcher": "stepwise", "options": {"order": ["learning_rate", "units"]}},
+                    "model": {"space": {"units": {"choice": [8, 16, 32]},
+                                        "learning_rate": {"choice": [0.1, 0.01]}, "dropout": 0.2}}})
+    algo = StepwiseSearch(*stages(exp.model.params, ["learning_rate", "units"]), "val_accuracy", "max")
+    scores = {(0.1, 8): 0.5, (0.01, 8): 0.9, (0.01, 16): 0.95, (0.01, 32): 0.7}
+    seen, configs, i = [], {}, 0
+    while (c := algo.suggest(f"t{i}")) != "FINISHED":
+        if c is None:  # the stage waits for its trials: finish them
+            for tid in list(algo.running):
+                cfg = configs[tid]
+                algo.on_trial_complete(tid, {"val_accuracy": scores[(cfg["learning_rate"], cfg["units"])]})
+            continue
+        configs[f"t{i}"], i = c, i + 1
+        seen.append((c["learning_rate"], c["units"], c["dropout"]))
+    assert seen == [(0.1, 8, 0.2), (0.01, 8, 0.2), (0.01, 16, 0.2), (0.01, 32, 0.2)]  # (0.01, 8) not retrained
+    assert exp.planned_trials == 4
+    assert algo.best == {"learning_rate": 0.01, "units": 16, "dropout": 0.2}
+
+
+@pytest.mark.parametrize("sections,message", [
+    ({"search": {"searcher": "hyperopt"}, "schedule": {"scheduler": "pbt"}},
+     "pbt works only with searcher random or grid, not hyperopt"),
+    ({"search": {"searcher": "bohb"}, "schedule": {"scheduler": "asha"}},
+     "bohb works only with scheduler hyperband_bohb, not asha"),
+    ({"schedule": {"scheduler": "hyperband_bohb"}}, "hyperband_bohb works only with searcher bohb"),
+    ({"schedule": {"scheduler": "pbt"}, "model": {"space": {"units": {"choice": [8, 16]}}}},
+     "pbt needs mutable hyperparameters"),
+    ({"schedule": {"scheduler": "pbt", "options": {"mutate": ["units"]}}}, "cannot mutate units"),
+    ({"search": {"searcher": "stepwise"}, "model": {"space": {"dropout": {"uniform": [0, 0.5]}}}},
+     "model.space.dropout: stepwise tries listed values"),
+    ({"search": {"searcher": "optuna", "initial_points": [{"units": 8}]},
+      "model": {"space": {"units": {"choice": [8, 16]}, "dropout": {"uniform": [0, 0.5]}}}},
+     "search.initial_points.0: missing dropout"),
+    ({"search": {"initial_points": [{"units": -1}]}, "model": {"space": {"units": {"choice": [8, 16]}}}},
+     "search.initial_points.0.units: -1 is not valid"),
+])
+def test_impossible_combinations(sections, message):
+    with pytest.raises(ConfigError) as e:
+        validate(sections)
+    assert message in str(e.value)
+
+
+@pytest.mark.slow
+def test_initial_points_are_evaluated_first(ray_local, mnist_path, tmp_path):
+    point = {"units": 16, "learning_rate": 0.01}
+    exp = experiment(mnist_path, tmp_path, model={"space": SPACE}, data={"train_subset": 800},
+                     train={"epochs": 1}, resources={"max_concurrent_trials": 1},
+                     search={"searcher": "hyperopt", "num_samples": 2, "initial_points": [point]})
+    run(exp, "t", say=lambda _: None)
+    table = pd.read_csv(tmp_path / "results" / "t" / "results.csv").sort_values("trial")
+    first = table.iloc[0]
+    assert (first["config/units"], first["config/learning_rate"]) == (16, 0.01)
