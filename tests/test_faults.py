@@ -67,9 +67,10 @@ def test_ctrl_c_saves_state_and_resume_finishes(mnist_path, tmp_path):
     assert "test accuracy" in r.stdout
 
 
-def test_sigkilled_driver_resumes_with_the_same_number_of_trials(mnist_path, tmp_path):
+@pytest.mark.parametrize("searcher", ["random", "hyperopt", "optuna"])
+def test_sigkilled_driver_resumes_with_the_same_number_of_trials(searcher, mnist_path, tmp_path):
     storage = tmp_path / "store"
-    proc = start_run(mnist_path, storage, "kill", samples=6, epochs=2)
+    proc = start_run(mnist_path, storage, "kill", 6, 2, "--searcher", searcher)
     wait_for_lines(proc, lambda ls: sum("completed after" in line for line in ls) >= 2)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, as in a reboot
     proc.wait()

@@ -121,3 +121,26 @@ def test_initial_points_are_evaluated_first(ray_local, mnist_path, tmp_path):
     table = pd.read_csv(tmp_path / "results" / "t" / "results.csv").sort_values("trial")
     first = table.iloc[0]
     assert (first["config/units"], first["config/learning_rate"]) == (16, 0.01)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "qmc", "random"])
+def test_optuna_samplers_suggest_in_range(sampler):
+    from distune.errors import DistuneError
+
+    exp = validate({"search": {"searcher": "optuna", "options": {"sampler": sampler}},
+                    "model": {"space": {"units": {"int": [8, 64, 8]},
+                                        "learning_rate": {"loguniform": [1e-4, 1e-2]}}}})
+    ctx = Context(seed=0, max_epochs=2, space=trial_space(exp), params=exp.model.params)
+    if sampler == "gp":
+        try:
+            import torch  # noqa: F401
+        except ImportError:  # without PyTorch, the user gets the install hint, not a traceback
+            with pytest.raises(DistuneError, match=r"pip install 'distune\[gp\]'"):
+                SEARCHERS["optuna"].build(exp.searcher_options(), ctx)
+            return
+    algo = SEARCHERS["optuna"].build(exp.searcher_options(), ctx)
+    algo.set_search_properties("val_accuracy", "max", trial_space(exp))
+    for i in range(3):
+        c = algo.suggest(f"t{i}")
+        assert c["units"] % 8 == 0 and 1e-4 <= c["learning_rate"] <= 1e-2
+        algo.on_trial_complete(f"t{i}", {"val_accuracy": 0.5 + i / 10})
