@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distune.errors import ConfigError, DistuneError
 from distune.schedulers import SCHEDULERS
-from distune.searchers import ENUMERATING, GRID_CAPABLE, SEARCHERS
-from distune.space import Fixed, Grid, IntRange, Param, grid_points, grid_values, parse_param
+from distune.searchers import ENUMERATING, GRID_CAPABLE, SEARCHERS, TREE_CAPABLE
+from distune.space import (Fixed, Grid, IntRange, Param, enumerate_space, grid_points, grid_values,
+                           is_conditional, parse_param)
 
 DEFAULT_PRESET = "mnist-mlp"
 DEFAULT_STORAGE = "~/distune-results"
@@ -153,6 +154,8 @@ class Experiment(Section):
             from distune.stepwise import StepwiseSearch, stages
 
             return StepwiseSearch(*stages(self.model.params, self.searcher_options().order)).total_trials()
+        if self.search.searcher in ENUMERATING and is_conditional(self.model.params):
+            return len(enumerate_space(self.model.params)) * self.search.num_samples
         points = grid_points(self.model.params, self.search.searcher in ENUMERATING)
         return points * self.search.num_samples
 
@@ -295,8 +298,9 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     params: dict[str, Param] = {}
     for name, raw in exp.model.space.items():
-        if name == "architecture":
-            problems.append(("model.space.architecture", "set model.architecture instead"))
+        if name == "architecture" and not isinstance(raw, dict):
+            problems.append(("model.space.architecture", "set model.architecture instead "
+                             "(or search it: {choice: [mlp, {value: cnn, space: {...}}]})"))
             continue
         try:
             params[name] = parse_param(name, raw)
@@ -332,6 +336,15 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
         except ValueError as e:
             problems.append(("search.options.order" if str(e).startswith("order") else
                              f"model.space.{str(e).split(':')[0]}", str(e).split(": ", 1)[-1]))
+    if is_conditional(params):
+        if searcher not in TREE_CAPABLE:
+            problems.append(("search.searcher", f"{searcher} cannot search a tree-structured space "
+                             f"(choices with sub-spaces); use {', '.join(sorted(TREE_CAPABLE))}"))
+        if exp.search.initial_points:
+            problems.append(("search.initial_points", "not supported with a tree-structured "
+                             "space yet; remove them or flatten the space"))
+        if scheduler == "pbt":
+            problems.append(("schedule.scheduler", "pbt cannot mutate a tree-structured space"))
     problems += _point_problems(exp.search.initial_points, params, searcher)
     if scheduler == "pbt" and not problems:
         from distune.schedulers import MUTABLE
@@ -349,17 +362,29 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
         problems.append(("search.searcher", f"{searcher} cannot take grid values "
                          f"({', '.join('model.space.' + g for g in grids)}); use choice, or searcher random/grid"))
     if searcher in ENUMERATING and len(params) == len(exp.model.space):
-        for k, p in params.items():
-            try:
-                grid_values(p)
-            except ValueError as e:
-                problems.append((f"model.space.{k}", str(e)))
+        problems += _grid_problems(params, "model.space")
         if not problems:
-            n = grid_points(params, enumerate_choices=True) * exp.search.num_samples
+            n = exp.planned_trials
             if n > exp.search.max_grid:
                 problems.append(("search.max_grid", f"the grid has {n} trials, more than max_grid "
                                  f"({exp.search.max_grid}); raise it (--set search.max_grid={n}) "
                                  "if you mean it, or search with random/hyperopt/optuna"))
+    return problems
+
+
+def _grid_problems(params: dict[str, Param], path: str) -> list[tuple[str, str]]:
+    """Every hyperparameter the grid cannot enumerate, branches included."""
+    from distune.space import Choice
+
+    problems = []
+    for k, p in params.items():
+        try:
+            grid_values(p)
+        except ValueError as e:
+            problems.append((f"{path}.{k}", str(e)))
+        if isinstance(p, Choice) and p.conditional:
+            for value, branch in zip(p.values, p.branches):
+                problems += _grid_problems(branch, f"{path}.{k}={value}")
     return problems
 
 

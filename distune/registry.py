@@ -27,6 +27,15 @@ class Context:
     space: dict = field(default_factory=dict)  # Ray Tune param_space (domains and fixed values)
     params: dict = field(default_factory=dict)  # distune's parsed space (name -> Param)
     points: list = field(default_factory=list)  # search.initial_points: evaluated first
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    num_samples: int = 1
+
+    @property
+    def conditional(self) -> bool:
+        from distune.space import is_conditional
+
+        return is_conditional(self.params)
 
 
 O = TypeVar("O", bound=Options)

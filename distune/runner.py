@@ -179,14 +179,16 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
 
     space = trial_space(exp)
     ctx = Context(seed=exp.run.seed, max_epochs=exp.max_epochs, space=space,
-                  params=exp.model.params, points=list(exp.search.initial_points))
+                  params=exp.model.params, points=list(exp.search.initial_points),
+                  metric=exp.search.metric, mode=exp.search.mode,
+                  num_samples=exp.search.num_samples)
     res = exp.resources
     tune_config = tune.TuneConfig(
         metric=exp.search.metric,
         mode=exp.search.mode,
         search_alg=SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx),
         scheduler=SCHEDULERS[exp.schedule.scheduler].build(exp.scheduler_options(), ctx),
-        num_samples=-1 if exp.search.searcher == "stepwise" else exp.search.num_samples,
+        num_samples=exp.planned_trials,
         max_concurrent_trials=res.max_concurrent_trials,
         time_budget_s=exp.run.time_budget_s,
         reuse_actors=True,

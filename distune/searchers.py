@@ -15,6 +15,8 @@ SEARCHERS = Registry("searcher")
 GRID_CAPABLE = {"random", "grid", "stepwise"}
 # The grid searcher enumerates every choice and small int range instead of sampling it.
 ENUMERATING = {"grid"}
+# Searchers that handle tree-structured spaces (choices whose options carry sub-spaces).
+TREE_CAPABLE = {"random", "grid", "hyperopt", "optuna"}
 
 
 class NoOptions(Options):
@@ -25,12 +27,22 @@ class NoOptions(Options):
 def _random(opts: NoOptions, ctx: Context):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    if ctx.conditional:
+        from distune.tree import TreeSearch
+
+        return TreeSearch(ctx.params, ctx.seed, grid=False)
+
     return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
 
 
 @SEARCHERS.add("grid", "every combination of choices (num_samples repeats the grid)", NoOptions)
 def _grid(opts: NoOptions, ctx: Context):
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if ctx.conditional:
+        from distune.tree import TreeSearch
+
+        return TreeSearch(ctx.params, ctx.seed, grid=True, repeats=ctx.num_samples)
 
     return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
 
@@ -45,6 +57,12 @@ class HyperOptOptions(Options):
 def _hyperopt(opts: HyperOptOptions, ctx: Context):
     from ray.tune.search.hyperopt import HyperOptSearch
 
+    if ctx.conditional:
+        from distune.tree import Flattened, hyperopt_space
+
+        return Flattened(HyperOptSearch(
+            hyperopt_space(ctx.params), metric=ctx.metric, mode=ctx.mode, gamma=opts.gamma,
+            n_initial_points=opts.n_initial_points, random_state_seed=ctx.seed))
     return HyperOptSearch(n_initial_points=opts.n_initial_points, gamma=opts.gamma,
                           random_state_seed=ctx.seed, points_to_evaluate=ctx.points or None)
 
@@ -73,6 +91,11 @@ def _optuna(opts: OptunaOptions, ctx: Context):
             import torch  # noqa: F401  (Optuna's GP sampler is written in PyTorch)
         except ImportError:
             raise_missing("gp", "PyTorch")
+    if ctx.conditional:
+        from distune.tree import Flattened, OptunaDefineByRun
+
+        return Flattened(OptunaSearch(OptunaDefineByRun(ctx.params), metric=ctx.metric,
+                                      mode=ctx.mode, sampler=samplers[opts.sampler]()))
     return OptunaSearch(sampler=samplers[opts.sampler](), points_to_evaluate=ctx.points or None)
 
 

@@ -30,6 +30,13 @@ class Fixed:
 @dataclass(frozen=True)
 class Choice:
     values: tuple
+    # Tree-structured spaces: branches[i] is the sub-space that exists only when values[i] is
+    # chosen (empty dicts for plain values); () when no option carries a sub-space.
+    branches: tuple = ()
+
+    @property
+    def conditional(self) -> bool:
+        return any(self.branches)
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,12 @@ def parse_param(name: str, raw: Any) -> Param:
     if not isinstance(args, list) or not args:
         raise ValueError(f"{kind} needs a non-empty list, got {args!r}")
     if kind in ("choice", "grid"):
-        values = tuple(check_value(name, v) for v in args)
+        options = [_option(name, kind, a) for a in args]
+        values = tuple(v for v, _ in options)
         if len(set(map(repr, values))) != len(values):
-            raise ValueError(f"{kind} lists a value twice: {list(args)}")
-        return Choice(values) if kind == "choice" else Grid(values)
+            raise ValueError(f"{kind} lists a value twice: {list(values)}")
+        branches = tuple(b for _, b in options) if any(b for _, b in options) else ()
+        return Choice(values, branches) if kind == "choice" else Grid(values)
     if kind in ("uniform", "loguniform"):
         if len(args) != 2:
             raise ValueError(f"{kind} takes [low, high], got {args!r}")
@@ -93,6 +102,70 @@ def parse_param(name: str, raw: Any) -> Param:
     if step < 1 or (high - low) % step:
         raise ValueError(f"step {step} must be >= 1 and divide high - low ({high - low})")
     return IntRange(low, high, step, log=kind == "logint")
+
+
+def _option(name: str, kind: str, raw: Any) -> tuple[Any, dict[str, "Param"]]:
+    """One option of a choice: a plain value, or {value: V, space: {...}} for a branch whose
+    hyperparameters exist only when V is chosen (a tree-structured space)."""
+    if not isinstance(raw, dict):
+        return check_value(name, raw), {}
+    if kind != "choice" or "value" not in raw or set(raw) - {"value", "space"}:
+        raise ValueError(f"an option with a sub-space is written {{value: V, space: {{...}}}} "
+                         f"inside a choice, got {raw!r}")
+    sub = raw.get("space") or {}
+    if not isinstance(sub, dict):
+        raise ValueError(f"the space of option {raw['value']!r} must be a mapping")
+    branch = {}
+    for key, value in sub.items():
+        if key in (name, "architecture"):
+            raise ValueError(f"option {raw['value']!r} cannot set {key} again in its sub-space")
+        try:
+            branch[key] = parse_param(key, value)
+        except ValueError as e:
+            raise ValueError(f"{raw['value']!r} -> {key}: {e}") from None
+        if isinstance(branch[key], Grid):
+            raise ValueError(f"{raw['value']!r} -> {key}: use choice inside a sub-space, not grid")
+    return check_value(name, raw["value"]), branch
+
+
+def is_conditional(params: dict[str, "Param"]) -> bool:
+    return any(isinstance(p, Choice) and p.conditional for p in params.values())
+
+
+def sample(params: dict[str, "Param"], rng) -> dict[str, Any]:
+    """One random config of a (tree-structured) space: only the chosen branches' keys."""
+    out: dict[str, Any] = {}
+    for name, p in params.items():
+        if isinstance(p, Fixed):
+            out[name] = p.value
+        elif isinstance(p, (Choice, Grid)):
+            i = int(rng.integers(len(p.values)))
+            out[name] = p.values[i]
+            if isinstance(p, Choice) and p.conditional:
+                out.update(sample(p.branches[i], rng))
+        elif isinstance(p, Uniform):
+            out[name] = float(math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
+                              if p.log else rng.uniform(p.low, p.high))
+        else:
+            if p.log:
+                v = math.exp(rng.uniform(math.log(p.low), math.log(p.high + 1)))
+                out[name] = min(p.high, p.low + int((v - p.low) // p.step) * p.step)
+            else:
+                out[name] = int(rng.choice(p.values()))
+    return out
+
+
+def enumerate_space(params: dict[str, "Param"]) -> list[dict[str, Any]]:
+    """Every config of a space the grid searcher walks: choices and small int ranges
+    enumerated, each branch with its own sub-grid."""
+    combos: list[dict[str, Any]] = [{}]
+    for name, p in params.items():
+        options = []
+        for i, value in enumerate(grid_values(p)):
+            subs = enumerate_space(p.branches[i]) if isinstance(p, Choice) and p.conditional else [{}]
+            options += [{name: value, **sub} for sub in subs]
+        combos = [{**c, **o} for c in combos for o in options]
+    return combos
 
 
 def _number(v: Any, kind: str) -> float:

@@ -178,5 +178,5 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_unknown_preset_or_file():
-    with pytest.raises(DistuneError, match="no such file or preset.*Presets: mnist-mlp"):
+    with pytest.raises(DistuneError, match="no such file or preset.*Presets: mnist-cnn, mnist-mlp"):
         load_experiment("mnist-mpl")
