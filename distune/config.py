@@ -68,6 +68,7 @@ class SearchConfig(Section):
     mode: Literal["max", "min"] = "max"
     max_grid: int = Field(256, ge=1, description="refuse grids with more trials than this")
     initial_points: list[dict[str, Any]] = Field(default_factory=list, description="configs to evaluate first")
+    warm_start: str | None = Field(None, description="earlier experiment whose trials the searcher learns from")
 
     @field_validator("searcher")
     @classmethod
@@ -345,6 +346,12 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
                              "space yet; remove them or flatten the space"))
         if scheduler == "pbt":
             problems.append(("schedule.scheduler", "pbt cannot mutate a tree-structured space"))
+    if exp.search.warm_start is not None:
+        from distune.warmstart import WARM_CAPABLE
+
+        if searcher not in WARM_CAPABLE or is_conditional(params):
+            problems.append(("search.warm_start", "needs searcher hyperopt or optuna over a flat "
+                             "space (random, grid and stepwise do not learn from past trials)"))
     problems += _point_problems(exp.search.initial_points, params, searcher)
     if scheduler == "pbt" and not problems:
         from distune.schedulers import MUTABLE

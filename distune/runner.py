@@ -183,10 +183,19 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
                   metric=exp.search.metric, mode=exp.search.mode,
                   num_samples=exp.search.num_samples)
     res = exp.resources
+    search_alg = SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx)
+    if exp.search.warm_start:
+        from distune.warmstart import WarmStarted, prior_results
+
+        earlier = Path(exp.search.warm_start).expanduser()
+        earlier = earlier if earlier.is_dir() else directory.parent / exp.search.warm_start
+        prior = prior_results(earlier, exp.model.params, exp.search.metric, exp.search.mode)
+        say(f"distune: warm start from {earlier.name}: {len(prior)} finished trials fit this space")
+        search_alg = WarmStarted(search_alg, prior)
     tune_config = tune.TuneConfig(
         metric=exp.search.metric,
         mode=exp.search.mode,
-        search_alg=SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx),
+        search_alg=search_alg,
         scheduler=SCHEDULERS[exp.schedule.scheduler].build(exp.scheduler_options(), ctx),
         num_samples=exp.planned_trials,
         max_concurrent_trials=res.max_concurrent_trials,

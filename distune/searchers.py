@@ -55,8 +55,9 @@ class HyperOptOptions(Options):
 @SEARCHERS.add("hyperopt", "Tree-structured Parzen Estimator (hyperopt): learns from past trials",
                HyperOptOptions)
 def _hyperopt(opts: HyperOptOptions, ctx: Context):
-    from ray.tune.search.hyperopt import HyperOptSearch
+    from distune.warmstart import hyperopt_with_history
 
+    HyperOptSearch = hyperopt_with_history()  # noqa: N806 - Ray's class, plus warm starts
     if ctx.conditional:
         from distune.tree import Flattened, hyperopt_space
 

@@ -144,3 +144,40 @@ def test_optuna_samplers_suggest_in_range(sampler):
         c = algo.suggest(f"t{i}")
         assert c["units"] % 8 == 0 and 1e-4 <= c["learning_rate"] <= 1e-2
         algo.on_trial_complete(f"t{i}", {"val_accuracy": 0.5 + i / 10})
+
+
+@pytest.mark.parametrize("searcher", ["hyperopt", "optuna"])
+def test_warm_start_feeds_the_searcher(searcher):
+    from distune.warmstart import WarmStarted
+
+    exp = validate({"search": {"searcher": searcher}, "model": {"space": {
+        "units": {"choice": [8, 16, 32]}, "learning_rate": {"loguniform": [1e-4, 1e-2]}}}})
+    ctx = Context(seed=0, max_epochs=2, space=trial_space(exp), params=exp.model.params)
+    prior = [({"units": 16, "learning_rate": 1e-3}, 0.9), ({"units": 8, "learning_rate": 1e-2}, 0.5)]
+    algo = WarmStarted(SEARCHERS[searcher].build(exp.searcher_options(), ctx), prior)
+    assert algo.set_search_properties("val_accuracy", "max", trial_space(exp))
+    inner = algo.inner
+    done = (len(inner._hpopt_trials.trials) if searcher == "hyperopt"
+            else len(inner._ot_study.get_trials()))
+    assert done == 2
+    assert all(c["units"] in (8, 16, 32) for c in (algo.suggest(f"t{i}") for i in range(3)))
+
+
+def test_warm_start_needs_a_learning_searcher():
+    with pytest.raises(ConfigError, match="search.warm_start: needs searcher hyperopt or optuna"):
+        validate({"search": {"searcher": "random", "warm_start": "yesterday"}})
+
+
+@pytest.mark.slow
+def test_warm_start_from_an_earlier_sweep(ray_local, mnist_path, tmp_path):
+    first = experiment(mnist_path, tmp_path, model={"space": SPACE}, data={"train_subset": 600},
+                       train={"epochs": 1}, search={"searcher": "random", "num_samples": 3},
+                       run={"name": "monday"})
+    run(first, "t", say=lambda _: None)
+    second = experiment(mnist_path, tmp_path, model={"space": SPACE}, data={"train_subset": 600},
+                        train={"epochs": 1}, run={"name": "tuesday"},
+                        search={"searcher": "hyperopt", "num_samples": 2, "warm_start": "monday"})
+    lines: list[str] = []
+    s = run(second, "t", say=lines.append)
+    assert any("warm start from monday: 3 finished trials" in line for line in lines)
+    assert s.trials == 2
