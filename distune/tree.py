@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
+from distune.wrapped import Delegating
 from distune.space import Choice, Fixed, Grid, IntRange, Param, Uniform, enumerate_space, sample
 
 BRANCH_VALUE = "__value__"
@@ -51,12 +52,8 @@ class TreeSearch(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-class Flattened(Searcher):
+class Flattened(Delegating):
     """Wraps a searcher that owns a native nested space; flattens what it suggests."""
-
-    def __init__(self, inner: Searcher):
-        super().__init__(metric=inner.metric, mode=inner.mode)
-        self.inner = inner
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the inner searcher was built with its space, metric and mode
@@ -64,18 +61,6 @@ class Flattened(Searcher):
     def suggest(self, trial_id: str):
         config = self.inner.suggest(trial_id)
         return flatten(config) if isinstance(config, dict) else config
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.inner.on_trial_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        self.inner.on_trial_complete(trial_id, result=result, error=error)
-
-    def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path)
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path)
 
 
 def flatten(config: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ray.tune.search import Searcher
-
 from distune.errors import DistuneError
+from distune.wrapped import Delegating
 from distune.space import Choice, Fixed, Grid, IntRange, Param, Uniform
 
 WARM_CAPABLE = {"hyperopt", "optuna"}
@@ -53,12 +52,12 @@ def prior_results(directory: Path, params: dict[str, Param], metric: str, mode: 
     return out
 
 
-class WarmStarted(Searcher):
+class WarmStarted(Delegating):
     """Hands an earlier sweep's results to a searcher once its space is set up."""
 
-    def __init__(self, inner: Searcher, prior: list[tuple[dict, float]]):
-        super().__init__(metric=inner.metric, mode=inner.mode)
-        self.inner, self.prior = inner, prior
+    def __init__(self, inner, prior: list[tuple[dict, float]]):
+        super().__init__(inner)
+        self.prior = prior
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         ok = self.inner.set_search_properties(metric, mode, config, **spec)
@@ -66,21 +65,6 @@ class WarmStarted(Searcher):
         for params, score in self.prior:
             self.inner.add_evaluated_point(copy.deepcopy(params), score)
         return ok
-
-    def suggest(self, trial_id: str):
-        return self.inner.suggest(trial_id)
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.inner.on_trial_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        self.inner.on_trial_complete(trial_id, result=result, error=error)
-
-    def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path)
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path)
 
 
 def hyperopt_with_history():
