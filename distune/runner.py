@@ -168,6 +168,14 @@ def make_trainable(exp: Experiment, data: dict):
     )
 
 
+def _tune_num_samples(exp: Experiment, conditional: bool) -> int:
+    """Ray's num_samples: repeats of the grid for its variant generator, but the total trial
+    count for searchers that enumerate themselves (stepwise, grid over a tree space)."""
+    if exp.search.searcher == "stepwise" or (conditional and exp.search.searcher == "grid"):
+        return exp.planned_trials
+    return exp.search.num_samples
+
+
 def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = False,
                 say: Callable[[str], None] = print, callbacks: list = ()):
     from ray import tune
@@ -197,7 +205,7 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
         mode=exp.search.mode,
         search_alg=search_alg,
         scheduler=SCHEDULERS[exp.schedule.scheduler].build(exp.scheduler_options(), ctx),
-        num_samples=exp.planned_trials,
+        num_samples=_tune_num_samples(exp, ctx.conditional),
         max_concurrent_trials=res.max_concurrent_trials,
         time_budget_s=exp.run.time_budget_s,
         reuse_actors=True,
