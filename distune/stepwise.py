@@ -10,12 +10,12 @@ score is the best value of the metric it reported.
 from __future__ import annotations
 
 import math
-import pickle
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from distune.space import Param, grid_values
+from distune.wrapped import PickledState
 
 
 def stages(params: dict[str, Param], order: list[str] | None) -> tuple[list[tuple[str, list]], dict]:
@@ -36,7 +36,7 @@ def stages(params: dict[str, Param], order: list[str] | None) -> tuple[list[tupl
     return [(k, searched[k]) for k in order], start
 
 
-class StepwiseSearch(Searcher):
+class StepwiseSearch(PickledState, Searcher):
     def __init__(self, stages: list[tuple[str, list]], start: dict[str, Any],
                  metric: str | None = None, mode: str | None = None):
         super().__init__(metric=metric, mode=mode)
@@ -95,11 +95,3 @@ class StepwiseSearch(Searcher):
         stage, value = self.running.pop(trial_id, (None, None))
         if stage is not None:
             self.scores.append((stage, value, self.seen.pop(trial_id, math.nan)))
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))

@@ -10,19 +10,18 @@ branches taken, so results tables and importance plots see no dead hyperparamete
 from __future__ import annotations
 
 import math
-import pickle
 from typing import Any
 
 import numpy as np
 from ray.tune.search import Searcher
 
-from distune.wrapped import Delegating
 from distune.space import Choice, Fixed, Grid, IntRange, Param, Uniform, enumerate_space, sample
+from distune.wrapped import Delegating, PickledState
 
 BRANCH_VALUE = "__value__"
 
 
-class TreeSearch(Searcher):
+class TreeSearch(PickledState, Searcher):
     """Random sampling (seeded) or full enumeration of a tree-structured space."""
 
     def __init__(self, params: dict[str, Param], seed: int, grid: bool, repeats: int = 1):
@@ -43,13 +42,6 @@ class TreeSearch(Searcher):
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         pass
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 class Flattened(Delegating):

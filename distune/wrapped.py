@@ -1,9 +1,23 @@
-"""A searcher that wraps another and passes Tune's calls through (the base of distune's
-searcher adapters, in the manner of Ray's ConcurrencyLimiter)."""
+"""Building blocks of distune's own searchers: a pass-through wrapper (in the manner of Ray's
+ConcurrencyLimiter) and whole-state pickling for resume."""
 
 from __future__ import annotations
 
+import pickle
+
 from ray.tune.search import Searcher
+
+
+class PickledState:
+    """Tune saves a searcher's state with the experiment and restores it on resume."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
 
 
 class Delegating(Searcher):
