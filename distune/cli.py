@@ -9,6 +9,7 @@ from pathlib import Path
 
 from distune.config import DEFAULT_STORAGE, FLAG_FIELDS, load_experiment, presets
 from distune.errors import DistuneError, Interrupted
+from distune.results import CONFIG_FILE
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -88,7 +89,7 @@ def cmd_resume(args) -> int:
 def experiment_path(name: str, storage: str | None) -> Path:
     """A directory given as such, else <storage>/<name>."""
     directory = Path(name).expanduser()
-    if directory.is_dir() and (directory / "distune.yaml").is_file():
+    if directory.is_dir() and (directory / CONFIG_FILE).is_file():
         return directory
     return Path(storage or DEFAULT_STORAGE).expanduser().absolute() / name
 

@@ -118,9 +118,11 @@ def test_initial_points_are_evaluated_first(ray_local, mnist_path, tmp_path):
                      train={"epochs": 1}, resources={"max_concurrent_trials": 1},
                      search={"searcher": "hyperopt", "num_samples": 2, "initial_points": [point]})
     run(exp, "t", say=lambda _: None)
-    table = pd.read_csv(tmp_path / "results" / "t" / "results.csv").sort_values("trial")
-    first = table.iloc[0]
-    assert (first["config/units"], first["config/learning_rate"]) == (16, 0.01)
+    from distune.results import open_analysis
+
+    # Searcher trial ids are random hex, so order by creation (Tune's experiment state keeps it).
+    first = open_analysis(tmp_path / "results" / "t").trials[0].config
+    assert (first["units"], first["learning_rate"]) == (16, 0.01)
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "qmc", "random"])

@@ -78,3 +78,18 @@ def test_exploding_loss_is_marked_diverged(small_splits):
 def test_loss_above_bound_is_marked_diverged(small_splits):
     m = Training(HP, small_splits.for_trials(), TrainConfig(epochs=5, max_loss=1e-3), seed=0).run_epoch()
     assert m["diverged"] and m["done"]
+
+
+def test_loading_another_trials_checkpoint_keeps_this_trials_learning_rate(small_splits, tmp_path):
+    """What a PBT exploit does: weights and optimizer state come from the donor, the mutated
+    hyperparameters (here the learning rate) from this trial's own config."""
+    donor = Training(HP.model_copy(update={"lr_schedule": "constant"}), small_splits.for_trials(),
+                     TrainConfig(epochs=3), seed=1)
+    donor.run_epoch()
+    donor.save(tmp_path)
+    mutated = HP.model_copy(update={"lr_schedule": "constant", "learning_rate": 0.0123})
+    t = Training(mutated, small_splits.for_trials(), TrainConfig(epochs=3), seed=2)
+    t.load(tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(donor.model.get_weights(), t.model.get_weights()))
+    assert int(t.model.optimizer.iterations) == int(donor.model.optimizer.iterations) > 0
+    assert t.run_epoch()["lr"] == pytest.approx(0.0123) and t.epoch == 2
