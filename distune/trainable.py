@@ -1,4 +1,5 @@
-"""The Ray Tune face of a trial: `Training` behind Tune's Trainable protocol."""
+"""The Ray Tune face of a trial: Tune's Trainable protocol, forwarded to a `Training` that
+runs in the actor's child process (see distune.worker for why)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from ray import tune
 
 from distune.config import Experiment
 from distune.hyperparams import Hyperparams
-from distune.training import Training, configure_tensorflow, trial_seed
+from distune.training import trial_seed
+from distune.worker import TrainingProcess
 
 
 class MnistTrainable(tune.Trainable):
@@ -17,35 +19,29 @@ class MnistTrainable(tune.Trainable):
     the data arrive once per node through the object store, not once per trial."""
 
     def setup(self, config: dict[str, Any], experiment: Experiment, data: dict[str, np.ndarray]):
-        self.experiment, self.data = experiment, data
-        configure_tensorflow(max(1, int(experiment.resources.cpus_per_trial)))
+        self.experiment = experiment
+        self.process = TrainingProcess(data, threads=max(1, int(experiment.resources.cpus_per_trial)))
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
         config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy
         seed = trial_seed(self.experiment.run.seed, config)
-        self.training = Training(Hyperparams.model_validate(config), self.data,
-                                 self.experiment.train, seed)
+        self.process.start(Hyperparams.model_validate(config), self.experiment.train, seed)
 
     def step(self) -> dict[str, Any]:
-        return self.training.run_epoch()
+        return {**self.process.call("run_epoch"), "training_pid": self.process.pid}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.training.save(checkpoint_dir)
+        self.process.call("save", checkpoint_dir)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        self.training.load(checkpoint_dir)
+        self.process.call("load", checkpoint_dir)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """Reuse this actor (and its imported TF) for the next trial, with a clean Keras state."""
-        import keras
-
-        del self.training
-        keras.backend.clear_session()
+        """Reuse this actor for the next trial; its child process starts a clean Keras model
+        (and is itself replaced every few trials)."""
         self._start(new_config)
         return True
 
     def cleanup(self) -> None:
-        import keras
-
-        keras.backend.clear_session()
+        self.process.close()

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Peak resident memory of the driver and the trial workers across a long sweep with actor
-reuse: it must stay flat, not grow trial after trial (Keras sessions are cleared between trials).
+reuse: it must stay flat, not grow trial after trial. A worker is a Ray actor plus the child
+process that trains its trials (replaced every distune.worker.RECYCLE_AFTER trials).
 
     python scripts/bench/memory.py --data ../shared/data/mnist.npz            # 60 trials
     python scripts/bench/memory.py --data ../shared/data/mnist.npz --quick    # 6 trials
 
 Reads /proc (Linux). Prints RSS after every 10th trial and, last, the growth per trial of the
-workers' RSS between the first and the last tenth of the sweep.
+workers' peak RSS between the first and the last third of the sweep.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import tempfile
 from pathlib import Path
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def rss_mb(pid: int | None) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def main() -> int:
@@ -44,10 +48,12 @@ def main() -> int:
 
     class Sampler(tune.Callback):
         def on_trial_complete(self, iteration, trials, trial, **info):
-            pid = (trial.last_result or {}).get("pid")
+            result = trial.last_result or {}
+            pid = result.get("pid")
             if pid and Path(f"/proc/{pid}").exists():
-                worker_peak[pid] = max(worker_peak.get(pid, 0.0), rss_mb(pid))
-                rows.append((len(rows) + 1, rss_mb(pid), rss_mb(os.getpid())))
+                worker = rss_mb(pid) + rss_mb(result.get("training_pid"))
+                worker_peak[pid] = max(worker_peak.get(pid, 0.0), worker)
+                rows.append((len(rows) + 1, worker, rss_mb(os.getpid())))
 
     with tempfile.TemporaryDirectory() as storage:
         exp = validate({
@@ -67,10 +73,12 @@ def main() -> int:
     for n, worker, driver in rows:
         if n == 1 or n % 10 == 0 or n == len(rows):
             print(f"{n:>6} {worker:>14.0f} {driver:>14.0f}")
-    tenth = max(1, len(rows) // 10)
-    first = sum(r[1] for r in rows[:tenth]) / tenth
-    last = sum(r[1] for r in rows[-tenth:]) / tenth
-    growth = (last - first) / max(1, len(rows) - tenth)
+    # Workers recycle their training process, so RSS is a saw-tooth: compare the peaks of the
+    # first and the last third of the sweep, not two single readings.
+    third = max(1, len(rows) // 3)
+    first, last = max(r[1] for r in rows[:third]), max(r[1] for r in rows[-third:])
+    growth = (last - first) / max(1, len(rows) - third)
+    print(f"worker peak RSS: first third {first:.0f} MB, last third {last:.0f} MB")
     print(f"workers: {len(worker_peak)} processes, peak {max(worker_peak.values()):.0f} MB; "
           f"driver peak {max(r[2] for r in rows):.0f} MB; trials {len(rows)}")
     print(f"worker_rss_growth_mb_per_trial: {growth:.2f}")
