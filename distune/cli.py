@@ -10,6 +10,7 @@ from pathlib import Path
 from distune.config import DEFAULT_STORAGE, FLAG_FIELDS, load_experiment, presets
 from distune.errors import DistuneError, Interrupted
 from distune.results import CONFIG_FILE
+from distune.storage import fetch, is_uri, join, where
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -58,6 +59,36 @@ def parser() -> argparse.ArgumentParser:
                      help="resume even if some trials' checkpoints are unreadable (they fail)")
     res.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
 
+    night = sub.add_parser("nightly", parents=[common], help="tonight's dated sweep: warm-started, "
+                           "compared with earlier nights (docs/nightly.md)")
+    _experiment_args(night)
+    night.add_argument("--date", help="the night, YYYY-MM-DD (default: $DISTUNE_NIGHT, else today)")
+    night.add_argument("--time-budget", help="run.time_budget_s as a duration: 6h, 90m, 1h30m")
+    night.add_argument("--keep-nights", type=int, default=7, metavar="N",
+                       help="keep checkpoints of the last N nights (default 7); history is kept")
+    night.add_argument("--notify", metavar="URL", help="POST a JSON summary here (failures warn)")
+    night.add_argument("--rebaseline", action="store_true", help="an intended change of code or "
+                       "data: compare later nights with this one, and promote its winner")
+    night.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+
+    hist = sub.add_parser("history", parents=[common], help="a nightly sweep's nights as a table")
+    hist.add_argument("name", help="sweep name (or its directory)")
+    hist.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+
+    job = sub.add_parser("submit", parents=[common], conflict_handler="resolve",
+                         help="run a sweep as a Ray job on a remote cluster (cluster/README.md)")
+    _experiment_args(job)
+    job.add_argument("--address", metavar="URL", help="the cluster's Jobs API, e.g. "
+                     "http://127.0.0.1:8265 through a tunnel (default $RAY_API_SERVER_ADDRESS)")
+    job.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    job.add_argument("--overwrite", action="store_true", help="as for run")
+    job.add_argument("--refit", action="store_true", help="as for run")
+
+    rep = sub.add_parser("report", parents=[common], help="write report.html (charts, winner) "
+                         "for an experiment, finished or running (docs/report.md)")
+    rep.add_argument("name", help="experiment name (or its directory)")
+    rep.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
     sub.add_parser("searchers", parents=[common], help="list the searchers and their options")
     sub.add_parser("schedulers", parents=[common], help="list the schedulers and their options")
@@ -77,6 +108,14 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from distune.submit import submit_sweep
+
+    flags = {k: getattr(args, k) for k in FLAG_FIELDS if k != "address"}
+    return submit_sweep(args.config, args.overrides, flags, address=args.address,
+                        wait=not args.no_wait, overwrite=args.overwrite, refit=args.refit)
+
+
 def cmd_resume(args) -> int:
     from distune.runner import resume
 
@@ -86,11 +125,41 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def cmd_nightly(args) -> int:
+    from distune.lock import Locked
+    from distune.nightly import EXIT_LOCKED, NightOptions, night_date, nightly, parse_duration
+
+    if args.keep_nights < 1:
+        raise DistuneError(f"--keep-nights {args.keep_nights}: keep at least 1 night.")
+    exp, stem = _load(args)
+    opts = NightOptions(night_date(args.date), args.time_budget and parse_duration(args.time_budget),
+                        args.keep_nights, args.notify, args.rebaseline, args.verbose)
+    try:
+        return nightly(exp, stem, opts)
+    except Locked as e:
+        print(f"distune: error: {e}", file=sys.stderr)
+        return EXIT_LOCKED
+
+
+def cmd_history(args) -> int:
+    from distune.history import HISTORY_FILE
+    from distune.nightly import history_text
+
+    sweep = Path(args.name).expanduser()
+    if not (sweep / HISTORY_FILE).is_file():
+        sweep = Path(args.storage or DEFAULT_STORAGE).expanduser().absolute() / args.name
+    print(history_text(sweep))
+    return 0
+
+
 def experiment_path(name: str, storage: str | None) -> Path:
-    """A directory given as such, else <storage>/<name>."""
+    """A directory (or URI) given as such, else <storage>/<name>; for a URI, a local mirror
+    of the experiment (distune.storage)."""
     directory = Path(name).expanduser()
     if directory.is_dir() and (directory / CONFIG_FILE).is_file():
         return directory
+    if is_uri(name) or (storage and is_uri(storage)):
+        return fetch(name if is_uri(name) else join(storage, name))
     return Path(storage or DEFAULT_STORAGE).expanduser().absolute() / name
 
 
@@ -102,16 +171,19 @@ def _print_summary(s) -> None:
     print(f"  validation {s.metric}: {s.best_score:.4f}")
     print(f"  test accuracy{' (refit on train+val)' if s.refit else ''}: {s.test_accuracy:.4f}")
     for label, path in s.files.items():
-        print(f"  {label:<6} {path}")
+        print(f"  {label:<6} {where(path)}")
 
 
 def cmd_validate(args) -> int:
     from distune.data import find_mnist, read_npz
     from distune.config import storage_root
     from distune.runner import check_writable
+    from distune.storage import probe
     exp, _ = _load(args)
     if "://" not in storage_root(exp):
         check_writable(Path(storage_root(exp)))
+    else:
+        probe(storage_root(exp))
     file = find_mnist(exp.data.path)
     if file is not None:
         read_npz(file)
@@ -129,11 +201,22 @@ def cmd_show(args) -> int:
     exp = load_saved_experiment(directory)
     table = trials_table(open_analysis(directory), exp.search.metric, exp.search.mode,
                          exp.train.epochs)
-    print(f"{directory}: {len(table)} trials, ranked by best {exp.search.metric} ({exp.search.mode})")
+    print(f"{where(directory)}: {len(table)} trials, ranked by best {exp.search.metric} ({exp.search.mode})")
     print(format_table(table, args.top))
     if (directory / BEST_FILE).is_file():
         best = json.loads((directory / BEST_FILE).read_text())
         print(f"winner: {best['trial']}  test accuracy {best['test_accuracy']:.4f}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from distune.report import CHARTS_DIR, write_report
+    from distune.storage import publish
+
+    directory = experiment_path(args.name, args.storage)
+    page = write_report(directory)
+    publish(directory)  # a URI's mirror: upload the report
+    print(f"report: {where(page)}\ncharts: {where(directory / CHARTS_DIR)}/*.png")
     return 0
 
 
@@ -160,7 +243,8 @@ def cmd_presets(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler = {"run": cmd_run, "resume": cmd_resume, "validate": cmd_validate, "show": cmd_show,
-               "presets": cmd_presets, "searchers": cmd_registry,
+               "nightly": cmd_nightly, "history": cmd_history, "submit": cmd_submit,
+               "report": cmd_report, "presets": cmd_presets, "searchers": cmd_registry,
                "schedulers": cmd_registry}[args.command]
     from distune.runner import quiet_environment
 

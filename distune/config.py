@@ -26,6 +26,8 @@ from distune.space import (Fixed, Grid, IntRange, Param, enumerate_space, grid_p
 
 DEFAULT_PRESET = "mnist-mlp"
 DEFAULT_STORAGE = "~/distune-results"
+MAX_FOLDS = 20  # more folds cost more compute and barely sharpen the estimate
+MIN_FOLD_IMAGES = 50  # a fold's validation part below this scores too coarsely to rank configs
 
 
 class Section(BaseModel):
@@ -68,7 +70,9 @@ class SearchConfig(Section):
     mode: Literal["max", "min"] = "max"
     max_grid: int = Field(256, ge=1, description="refuse grids with more trials than this")
     initial_points: list[dict[str, Any]] = Field(default_factory=list, description="configs to evaluate first")
-    warm_start: str | None = Field(None, description="earlier experiment whose trials the searcher learns from")
+    warm_start: str | list[str] | None = Field(None, description="earlier experiment(s) whose trials the searcher learns from")
+    seed: int | None = Field(None, ge=0, description="the searcher's and scheduler's seed; default run.seed")
+    cv_folds: int = Field(1, ge=1, le=MAX_FOLDS, description="score each trial by k-fold cross-validation on train+validation (k x the compute); 1: one validation split")
 
     @field_validator("searcher")
     @classmethod
@@ -83,6 +87,13 @@ class SearchConfig(Section):
         if v not in METRICS:
             raise ValueError(f"{v!r} is not one of: {', '.join(METRICS)}")
         return v
+
+
+class SelectConfig(Section):
+    """After the search: retrain the best configs with fresh seeds and pick the best mean."""
+
+    top_k: int = Field(0, ge=0, description="configs to retrain (the search's best distinct ones); 0 or 1: keep the search's winner")
+    seeds: int = Field(3, ge=1, le=100, description="retrains (seeds) per config; the winner has the best mean")
 
 
 class ScheduleConfig(Section):
@@ -112,6 +123,7 @@ class RunSection(Section):
     max_failures: int = Field(2, ge=0, description="retries of a failed trial, from its last checkpoint")
     stop: dict[str, float] = Field(default_factory=dict, description="end the sweep once metric >= value (<= for *loss)")
     time_budget_s: float | None = Field(None, gt=0, description="end the sweep after this many seconds")
+    mlflow: str | None = Field(None, description="MLflow tracking URI (sqlite:///path/mlflow.db, http://host:5000): one MLflow run per trial; needs distune[mlflow]")
 
     @field_validator("name")
     @classmethod
@@ -137,6 +149,7 @@ class Experiment(Section):
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    select: SelectConfig = SelectConfig()
     resources: ResourcesConfig = ResourcesConfig()
     run: RunSection = RunSection()
 
@@ -376,6 +389,24 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
                 problems.append(("search.max_grid", f"the grid has {n} trials, more than max_grid "
                                  f"({exp.search.max_grid}); raise it (--set search.max_grid={n}) "
                                  "if you mean it, or search with random/hyperopt/optuna"))
+    countable = not problems and len(params) == len(exp.model.space)
+    return problems + _selection_problems(exp, countable)
+
+
+def _selection_problems(exp: Experiment, countable: bool) -> list[tuple[str, str]]:
+    """select.top_k within the sweep's trials and without pbt; cv folds big enough to score."""
+    problems = []
+    top_k, folds, images = exp.select.top_k, exp.search.cv_folds, exp.data.train_subset
+    if top_k > 1 and exp.schedule.scheduler == "pbt":
+        problems.append(("select.top_k", "pbt trials change their config as they train; a "
+                         "config retrained from scratch is not what scored. Use 0 with pbt"))
+    elif top_k > 1 and countable and top_k > exp.planned_trials:
+        problems.append(("select.top_k", f"{top_k} is more than the {exp.planned_trials} trials "
+                         "the sweep runs; lower it or raise search.num_samples"))
+    if folds > 1 and images is not None and images // folds < MIN_FOLD_IMAGES:
+        problems.append(("search.cv_folds", f"{folds} folds of data.train_subset={images} images "
+                         f"leave fewer than {MIN_FOLD_IMAGES} per fold; use at most "
+                         f"{max(1, images // MIN_FOLD_IMAGES)} folds or more images"))
     return problems
 
 

@@ -9,6 +9,7 @@ from typing import Callable
 from ray.tune import Callback
 
 from distune.results import trial_status
+from distune.training import trial_hyperparams
 
 
 class ProgressLines(Callback):
@@ -22,6 +23,10 @@ class ProgressLines(Callback):
 
     def setup(self, **info):
         self.start = time.monotonic()  # also after a resume, when this object is unpickled
+
+    def _target(self, trial) -> int:
+        """The trial's epochs (a select-stage retrain's config nests its hyperparameters)."""
+        return trial_hyperparams(trial.config).get("epochs") or self.epochs
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b
@@ -37,7 +42,7 @@ class ProgressLines(Callback):
                 self.best_by_trial[tid] = value
             if self.best is None or self._better(value, self.best[0]):
                 self.best = (value, tid)
-        target = trial.config.get("epochs") or self.epochs
+        target = self._target(trial)
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         best = f"best {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
         self._line(f"{tid} epoch {result.get('training_iteration', 0):>3}/{target:<3} "
@@ -46,7 +51,7 @@ class ProgressLines(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        status = trial_status(trial, last, trial.config.get("epochs") or self.epochs, finished=True)
+        status = trial_status(trial, last, self._target(trial), finished=True)
         status = {"stopped": "stopped early"}.get(status, status)
         best = self.best_by_trial.get(trial.trial_id, math.nan)
         self._line(f"{trial.trial_id} {status} after {last.get('training_iteration', 0)} epochs: "

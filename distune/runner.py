@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from distune.config import Experiment, storage_root, trial_space
 from distune.errors import DistuneError, Interrupted
+from distune.storage import (checkpoint_path, is_uri, join, local_copy, mirror, prepare_remote,
+                             publish, refresh, remote_of, root_of, sibling, taken_error, where)
 from distune.results import (BEST_FILE, CONFIG_FILE, MODEL_FILE, TABLE_FILE, open_analysis,
                              trials_table, write_atomic, write_json)
 
@@ -55,10 +57,11 @@ def quiet_environment(verbose: bool) -> None:
 
 
 def experiment_dir(exp: Experiment) -> Path:
+    """The directory distune reads and writes: the experiment's own for a local or NFS
+    storage, a local mirror of it for a URI (distune.storage)."""
     root = storage_root(exp)
-    if "://" in root:
-        raise DistuneError(f"run.storage: {root}: cloud URIs are not supported yet; use a local "
-                           "or shared-filesystem (NFS) path.")
+    if is_uri(root):
+        return mirror(join(root, exp.run.name))
     return Path(root) / exp.run.name
 
 
@@ -73,13 +76,12 @@ def check_writable(directory: Path) -> None:
 
 
 def prepare_directory(directory: Path, overwrite: bool) -> None:
+    if remote_of(directory):
+        return prepare_remote(directory, overwrite)
     check_writable(directory)
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
-            raise DistuneError(f"experiment {directory.name!r} already exists at {directory}. "
-                               f"Continue it with `distune resume {directory.name} --storage "
-                               f"{directory.parent}`, pick another --name, or pass --overwrite "
-                               "to replace it.")
+            raise taken_error(directory)
         shutil.rmtree(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -107,19 +109,41 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
     return True
 
 
-def check_resources(exp: Experiment) -> None:
-    """A trial no node can host would wait forever: refuse it up front."""
+def check_resources(exp: Experiment, say: Callable[[str], None] = print) -> None:
+    """A trial no node can host would wait forever: refuse it up front. On an autoscaling
+    cluster, node types the autoscaler can still add count too (GPU workers may be at zero)."""
     import ray
 
     need_cpu, need_gpu = exp.resources.cpus_per_trial, exp.resources.gpus_per_trial
+    fits = lambda r: r.get("CPU", 0) >= need_cpu and r.get("GPU", 0) >= need_gpu  # noqa: E731
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if any(r.get("CPU", 0) >= need_cpu and r.get("GPU", 0) >= need_gpu for r in nodes):
+    if any(fits(r) for r in nodes):
         return
-    largest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    groups = _node_types_to_add()
+    if any(fits(g) for g in groups or ()):
+        say(f"distune: no node can host a trial yet ({need_cpu:g} CPUs, {need_gpu:g} GPUs); "
+            "the autoscaler will add one")
+        return
+    largest = max(nodes + list(groups or ()), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)),
+                  default={})
     raise DistuneError(f"resources: a trial asks for {need_cpu:g} CPUs and {need_gpu:g} GPUs, but "
-                       f"the largest node has {largest.get('CPU', 0):g} CPUs and "
-                       f"{largest.get('GPU', 0):g} GPUs. Lower resources.cpus_per_trial / "
-                       "gpus_per_trial, or add bigger nodes.")
+                       f"the largest node{' type' if groups else ''} has "
+                       f"{largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs. "
+                       "Lower resources.cpus_per_trial / gpus_per_trial, or add bigger nodes.")
+
+
+def _node_types_to_add() -> list[dict[str, float]]:
+    """Resources of each node type the cluster's autoscaler may still start (none on a local
+    Ray or a fixed-size cluster)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: without it, judge by live nodes only
+        return []
+    if config is None:
+        return []
+    return [dict(g.resources) for g in config.node_group_configs if g.max_count != 0]
 
 
 def _target_stopper(targets: dict[str, float], wait_s: float = 30.0):
@@ -176,17 +200,32 @@ def _tune_num_samples(exp: Experiment, conditional: bool) -> int:
     return exp.search.num_samples
 
 
+def checkpoint_config(exp: Experiment):
+    """The best `keep_checkpoints` by the search metric (the latest is kept too)."""
+    from ray import tune
+
+    return tune.CheckpointConfig(
+        num_to_keep=exp.run.keep_checkpoints,
+        checkpoint_score_attribute=exp.search.metric,
+        checkpoint_score_order=exp.search.mode,
+        checkpoint_frequency=exp.train.checkpoint_every,
+        checkpoint_at_end=exp.train.checkpoint_every > 1,
+    )
+
+
 def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = False,
                 say: Callable[[str], None] = print, callbacks: list = ()):
     from ray import tune
 
     from distune.progress import ProgressLines
     from distune.registry import Context
+    from distune.tracking import tracking_callbacks
     from distune.schedulers import SCHEDULERS
     from distune.searchers import SEARCHERS
 
     space = trial_space(exp)
-    ctx = Context(seed=exp.run.seed, max_epochs=exp.max_epochs, space=space,
+    seed = exp.run.seed if exp.search.seed is None else exp.search.seed
+    ctx = Context(seed=seed, max_epochs=exp.max_epochs, space=space,
                   params=exp.model.params, points=list(exp.search.initial_points),
                   metric=exp.search.metric, mode=exp.search.mode,
                   num_samples=exp.search.num_samples)
@@ -195,10 +234,14 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
     if exp.search.warm_start:
         from distune.warmstart import WarmStarted, prior_results
 
-        earlier = Path(exp.search.warm_start).expanduser()
-        earlier = earlier if earlier.is_dir() else directory.parent / exp.search.warm_start
-        prior = prior_results(earlier, exp.model.params, exp.search.metric, exp.search.mode)
-        say(f"distune: warm start from {earlier.name}: {len(prior)} finished trials fit this space")
+        sources = exp.search.warm_start
+        prior, names = [], []
+        for source in [sources] if isinstance(sources, str) else sources:  # nightly: several
+            earlier = Path(source).expanduser()
+            earlier = earlier if earlier.is_dir() else sibling(directory, source)
+            prior += prior_results(earlier, exp.model.params, exp.search.metric, exp.search.mode)
+            names.append(earlier.name)
+        say(f"distune: warm start from {', '.join(names)}: {len(prior)} finished trials fit this space")
         search_alg = WarmStarted(search_alg, prior)
     tune_config = tune.TuneConfig(
         metric=exp.search.metric,
@@ -214,18 +257,13 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
     stopper = _target_stopper(exp.run.stop) if exp.run.stop else None
     run_config = tune.RunConfig(
         name=directory.name,
-        storage_path=str(directory.parent),
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=exp.run.keep_checkpoints,
-            checkpoint_score_attribute=exp.search.metric,
-            checkpoint_score_order=exp.search.mode,
-            checkpoint_frequency=exp.train.checkpoint_every,
-            checkpoint_at_end=exp.train.checkpoint_every > 1,
-        ),
+        storage_path=root_of(directory),  # a URI: Ray writes results and checkpoints there
+        checkpoint_config=checkpoint_config(exp),
         failure_config=tune.FailureConfig(max_failures=exp.run.max_failures),
         stop=stopper,
         callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say),
-                   *([stopper] if stopper else []), *callbacks],
+                   *([stopper] if stopper else []), *tracking_callbacks(exp, directory),
+                   *callbacks],
         verbose=1 if verbose else 0,
     )
     return tune.Tuner(make_trainable(exp, data), param_space=space,
@@ -244,9 +282,10 @@ def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = Fa
     splits = load_data(exp)
     prepare_directory(directory, overwrite)
     write_atomic(directory / CONFIG_FILE, exp.to_yaml())
+    publish(directory)
     say(_plan(exp, splits, directory))
-    _sweep(exp, verbose, lambda: build_tuner(exp, splits.for_trials(), directory, verbose, say))
-    return finish(exp, directory, splits, refit=refit, started=started, say=say)
+    _sweep(exp, verbose, lambda: build_tuner(exp, splits.for_trials(), directory, verbose, say), say)
+    return finish(exp, directory, splits, refit=refit, started=started, say=say, verbose=verbose)
 
 
 def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
@@ -258,7 +297,9 @@ def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
     started = time.time()
     quiet_environment(verbose)
     exp = load_saved_experiment(directory)
-    if not tune.Tuner.can_restore(str(directory)):
+    exp = exp.model_copy(update={"run": exp.run.model_copy(update={  # where it is now
+        "storage": root_of(directory), "name": directory.name})})
+    if not tune.Tuner.can_restore(where(directory)):
         raise DistuneError(f"{directory} has no sweep state to resume (it never started). Run it "
                            f"again with `distune run {directory / CONFIG_FILE} --overwrite`.")
     problems = corrupt_checkpoints(directory)
@@ -268,19 +309,22 @@ def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
                            "anyway: those trials fail and are recorded as errors, all other "
                            "results are kept.")
     splits = load_data(exp)
-    say(f"distune: resuming {directory.name} from {directory}")
+    say(f"distune: resuming {directory.name} from {where(directory)}")
     _sweep(exp, verbose, lambda: tune.Tuner.restore(
-        str(directory), trainable=make_trainable(exp, splits.for_trials()),
-        resume_unfinished=True, resume_errored=True))
-    return finish(exp, directory, splits, refit=refit, started=started, say=say)
+        where(directory), trainable=make_trainable(exp, splits.for_trials()),
+        resume_unfinished=True, resume_errored=True), say)
+    return finish(exp, directory, splits, refit=refit, started=started, say=say, verbose=verbose)
 
 
-def _sweep(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any]) -> None:
+def _sweep(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
+           say: Callable[[str], None] = print, state_dir: Path | None = None) -> None:
+    """Fit one Tuner; `state_dir`: where it keeps its state, if not in the experiment's
+    directory itself (the select stage's subdirectory)."""
     import ray
 
     owns_ray = start_ray(exp, verbose)
     try:
-        check_resources(exp)
+        check_resources(exp, say)
         make_tuner().fit()
     finally:
         if owns_ray:
@@ -288,9 +332,11 @@ def _sweep(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any]) -> Non
     # On Ctrl-C, Tune saves its state and returns normally; the saved state (not the live
     # trial objects, which it marks stopped while cleaning up) tells that trials are unfinished.
     directory = experiment_dir(exp)
-    if any(t.status not in ("TERMINATED", "ERROR") for t in open_analysis(directory).trials):
-        raise Interrupted(f"interrupted: the sweep's state is saved in {directory}. Resume it "
-                          f"with: distune resume {directory.name} --storage {directory.parent}")
+    refresh(directory)
+    trials = open_analysis(state_dir or directory).trials
+    if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+        raise Interrupted(f"interrupted: the sweep's state is saved in {where(directory)}. Resume "
+                          f"it with: distune resume {directory.name} --storage {root_of(directory)}")
 
 
 def load_data(exp: Experiment):
@@ -309,7 +355,7 @@ def load_saved_experiment(directory: Path) -> Experiment:
     if not directory.is_dir():
         raise DistuneError(f"no experiment at {directory}. Check the name and --storage.")
     if not config_file.is_file():
-        raise DistuneError(f"{directory} is not a distune experiment (no {CONFIG_FILE}).")
+        raise DistuneError(f"{where(directory)} is not a distune experiment (no {CONFIG_FILE}).")
     return validate(yaml.safe_load(config_file.read_text()), str(config_file))
 
 
@@ -323,26 +369,37 @@ def corrupt_checkpoints(directory: Path) -> list[str]:
             continue
         latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
         if latest is not None:
-            problem = checkpoint_problem(Path(latest.checkpoint.path))
+            problem = checkpoint_problem(local_copy(checkpoint_path(trial, latest.checkpoint)))
             if problem:
                 problems.append(f"trial {trial.trial_id}: {problem}")
     return problems
 
 
 def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: float,
-           say: Callable[[str], None]) -> Summary:
-    """Write the results table, test the winner once and export it."""
+           say: Callable[[str], None], verbose: bool = False) -> Summary:
+    """Write the results table, re-evaluate the top configs (select.top_k > 1), test the
+    winner once and export it; then the report (and the winner's MLflow artifacts), whose
+    failure only warns."""
     from distune import winner as W
+    from distune.report import try_write_report
+    from distune.tracking import try_log_winner
     from distune.training import configure_tensorflow
 
     configure_tensorflow()
     analysis = open_analysis(directory)
     table = trials_table(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
     write_atomic(directory / TABLE_FILE, table.to_csv(index=False))
-    best = W.pick_winner(analysis, exp)
+    best, selection = W.pick_winner(analysis, exp), None
+    if exp.select.top_k > 1:
+        from distune.selection import reevaluate
+
+        selection = reevaluate(exp, directory, splits, analysis, verbose, say)
+        best = selection.winner
     if refit:
         say(f"Refitting the winner on train + validation for {best.epoch} epochs ...")
         test_loss, test_acc, model_file = W.refit(best, exp, splits, directory)
+    elif selection:  # its seed models are tested already, this one among them
+        test_loss, test_acc, model_file = selection.tests[selection.exported]
     else:
         test_loss, test_acc, model_file = W.evaluate_checkpoint(best, splits)
     W.export_model(model_file, directory / MODEL_FILE)
@@ -351,12 +408,19 @@ def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: fl
     write_json(directory / BEST_FILE, {
         "trial": best.trial_id, "config": best.config, "epoch": best.epoch,
         exp.search.metric: best.score, "test_accuracy": test_acc, "test_loss": test_loss,
-        "refit": refit, "checkpoint": str(best.checkpoint_dir), "model": MODEL_FILE,
+        "refit": refit, "checkpoint": where(best.checkpoint_dir), "model": MODEL_FILE,
+        **(selection.summary(exp.search.metric) if selection else {}),
     })
+    report = try_write_report(directory, splits, say)
+    try_log_winner(exp, directory, best.trial_id, {"test_accuracy": test_acc,
+                                                   "test_loss": test_loss}, say)
+    publish(directory)  # for a URI: every file written here since the sweep
     return Summary(exp.run.name, directory, len(table), best.config, best.score, test_acc,
                    test_loss, refit, exp.search.metric, {"table": directory / TABLE_FILE, "best": directory / BEST_FILE,
                                       "model": directory / MODEL_FILE,
-                                      "config": directory / CONFIG_FILE},
+                                      "config": directory / CONFIG_FILE,
+                                      **({"report": report} if report else {}),
+                                      **({"select": selection.table} if selection else {})},
                    wall_s=time.time() - started)
 
 
@@ -370,4 +434,4 @@ def _plan(exp: Experiment, splits, directory: Path) -> str:
     return (f"distune: {exp.run.name}: {trials} trials{grid}, searcher {exp.search.searcher}, "
             f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs each on "
             f"{len(splits.x_train)} train / {len(splits.x_val)} validation images\n"
-            f"distune: results in {directory}")
+            f"distune: results in {where(directory)}")

@@ -10,7 +10,7 @@ from ray import tune
 
 from distune.config import Experiment
 from distune.hyperparams import Hyperparams
-from distune.training import trial_seed
+from distune.training import trial_hyperparams, trial_seed
 from distune.worker import TrainingProcess
 
 
@@ -19,17 +19,21 @@ class MnistTrainable(tune.Trainable):
     the data arrive once per node through the object store, not once per trial."""
 
     def setup(self, config: dict[str, Any], experiment: Experiment, data: dict[str, np.ndarray]):
-        self.experiment = experiment
+        import ray
+
+        self.experiment, self.node = experiment, ray.get_runtime_context().get_node_id()
         self.process = TrainingProcess(data, threads=max(1, int(experiment.resources.cpus_per_trial)))
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
         config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy
-        seed = trial_seed(self.experiment.run.seed, config)
-        self.process.start(Hyperparams.model_validate(config), self.experiment.train, seed)
+        exp = self.experiment
+        self.process.start(Hyperparams.model_validate(trial_hyperparams(config)), exp.train,
+                           trial_seed(exp.run.seed, config), exp.search.cv_folds, exp.run.seed)
 
     def step(self) -> dict[str, Any]:
-        return {**self.process.call("run_epoch"), "training_pid": self.process.pid}
+        return {**self.process.call("run_epoch"), "training_pid": self.process.pid,
+                "node_id": self.node}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.process.call("save", checkpoint_dir)

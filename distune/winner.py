@@ -15,6 +15,7 @@ from distune.config import Experiment
 from distune.data import Splits
 from distune.errors import DistuneError
 from distune.hyperparams import Hyperparams
+from distune.storage import checkpoint_path, local_copy
 from distune.training import MODEL_FILE, Training, trial_seed
 
 
@@ -31,28 +32,39 @@ def pick_winner(analysis, exp: Experiment) -> Winner:
     """The best checkpointed epoch of any trial, by the validation metric. Only epochs with a
     checkpoint can win: a trial cut off before saving (say, by the sweep's stop target) has
     nothing to test."""
-    metric, mode = exp.search.metric, exp.search.mode
-    best = None
-    for trial in analysis.trials:
+    ranking = ranked(analysis.trials, exp.search.metric, exp.search.mode)
+    if not ranking:
+        raise DistuneError(f"no trial saved a checkpoint with a finite {exp.search.metric}; "
+                           "`distune show` gives each trial's status (errors, divergence) and "
+                           "where its log is.")
+    return ranking[0]
+
+
+def ranked(trials, metric: str, mode: str) -> list[Winner]:
+    """Each trial at its best checkpointed epoch, best first (ties keep the trials' order);
+    trials without a checkpoint with a finite metric are left out."""
+    found = []
+    for trial in trials:
+        best = None
         for result in trial.run_metadata.checkpoint_manager.best_checkpoint_results:
             value = result.metrics.get(metric)
             if value is None or not math.isfinite(value):
                 continue
             if best is None or (value > best[0] if mode == "max" else value < best[0]):
-                best = (value, trial, result)
-    if best is None:
-        raise DistuneError(f"no trial saved a checkpoint with a finite {metric}; `distune show` "
-                           "gives each trial's status (errors, divergence) and where its log is.")
-    value, trial, result = best
-    return Winner(trial.trial_id, dict(trial.config), float(value),
-                  int(result.metrics.get("training_iteration", 0)), Path(result.checkpoint.path))
+                best = (value, result)
+        if best is not None:
+            value, result = best
+            found.append(Winner(trial.trial_id, dict(trial.config), float(value),
+                                int(result.metrics.get("training_iteration", 0)),
+                                checkpoint_path(trial, result.checkpoint)))
+    return sorted(found, key=lambda w: -w.score if mode == "max" else w.score)
 
 
 def evaluate_checkpoint(winner: Winner, splits: Splits) -> tuple[float, float, Path]:
     """(test loss, test accuracy, model file) of the winner's best checkpoint."""
     import keras
 
-    model_file = winner.checkpoint_dir / MODEL_FILE
+    model_file = local_copy(winner.checkpoint_dir) / MODEL_FILE
     if not model_file.is_file():
         raise DistuneError(f"the winner's checkpoint is missing its model: {model_file}")
     model = keras.saving.load_model(model_file)

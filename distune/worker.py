@@ -60,7 +60,7 @@ def _die_with_parent() -> None:
 def _serve(conn, data_dir: str, threads: int) -> None:
     """The child's loop: build a `Training` per trial and run the actor's calls on it."""
     _die_with_parent()
-    from distune.training import Training, configure_tensorflow
+    from distune.training import Training, configure_tensorflow, make_training
 
     configure_tensorflow(threads)
     data = _load_arrays(Path(data_dir))
@@ -78,7 +78,7 @@ def _serve(conn, data_dir: str, threads: int) -> None:
 
                 training = None
                 keras.backend.clear_session()
-                training = Training(*args[:1], data, *args[1:])
+                training = make_training(args[0], data, *args[1:])
                 reply: tuple[str, Any] = ("ok", None)
             else:
                 reply = ("ok", getattr(training, op)(*args))

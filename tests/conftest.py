@@ -36,13 +36,14 @@ def small_splits(mnist_path):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for every in-process sweep; the CLI tests start their own."""
+    """One local Ray for every in-process sweep; the CLI tests start their own. Always a new
+    one: never join a cluster some other test (or program) left running on this machine."""
     import ray
 
     from distune.training import configure_tensorflow
 
     configure_tensorflow()  # quiet TF in this process before any test imports it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": dict(QUIET_ENV)})
     yield ray
     ray.shutdown()

@@ -24,3 +24,32 @@ def test_quick_mode(script, headline, mnist_path):
     assert r.returncode == 0, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith(headline) and math.isfinite(float(last.split(": ")[1]))
+
+
+def quick_headline(script: str, mnist_path, timeout: int = 420) -> str:
+    """Run a benchmark script in --quick mode; its last line (the headline)."""
+    r = subprocess.run([sys.executable, script, "--quick", "--data", str(mnist_path)], cwd=REPO,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_engine_overhead_quick(mnist_path):
+    last = quick_headline("scripts/bench/engine_overhead.py", mnist_path)
+    assert last.startswith("engine_wall_ratio: ")
+    assert float(last.split(": ")[1]) > 0
+
+
+def test_vs_kerastuner_quick(mnist_path):
+    pytest.importorskip("keras_tuner", reason="keras-tuner is the `bench` extra")
+    last = quick_headline("scripts/bench/vs_kerastuner.py", mnist_path, timeout=600)
+    assert last.startswith("time_ratio_to_kt_hyperband: ")
+    # inf when no distune method reached KerasTuner Hyperband's accuracy within the short budget
+    assert float(last.split(": ")[1]) >= 0
+
+
+def test_gpu_packing_quick(mnist_path):
+    last = quick_headline("scripts/bench/gpu_packing.py", mnist_path)
+    value = last.removeprefix("gpu_trials_per_hour_best: ")
+    assert value != last
+    assert value == "n/a (no GPU)" or float(value) > 0

@@ -102,3 +102,20 @@ def test_impossible_resources_are_refused(ray_local, mnist_path, tmp_path):
     exp = experiment(mnist_path, tmp_path, resources={"cpus_per_trial": 64})
     with pytest.raises(DistuneError, match="asks for 64 CPUs.*largest node has 2 CPUs"):
         run(exp, "t", say=lambda _: None)
+
+
+def test_gpu_trials_wait_for_an_autoscaler_that_can_add_gpu_nodes(ray_local, mnist_path, tmp_path,
+                                                                   monkeypatch):
+    from distune import runner
+    from distune.errors import DistuneError
+
+    exp = experiment(mnist_path, tmp_path, resources={"cpus_per_trial": 1, "gpus_per_trial": 0.25})
+    with pytest.raises(DistuneError, match="0.25 GPUs.*largest node has 2 CPUs and 0 GPUs"):
+        runner.check_resources(exp)  # a local Ray without GPUs, no autoscaler
+    monkeypatch.setattr(runner, "_node_types_to_add", lambda: [{"CPU": 8.0, "GPU": 1.0}])
+    said: list[str] = []
+    runner.check_resources(exp, said.append)  # GPU workers scaled to zero: fine, with a note
+    assert "autoscaler will add one" in said[0]
+    monkeypatch.setattr(runner, "_node_types_to_add", lambda: [{"CPU": 8.0}])
+    with pytest.raises(DistuneError, match="largest node type has 8 CPUs and 0 GPUs"):
+        runner.check_resources(exp)

@@ -1,0 +1,285 @@
+"""The report's charts as matplotlib figures, from plain data (no Ray, no files).
+
+Hyperparameter charts (parallel coordinates, importance, slices) are Optuna's, drawn from an
+in-memory study of the sweep's trials; the rest are drawn here. A chart that the data cannot
+support (one trial, nothing varies) raises NoChart with the reason shown instead.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STYLE = "ggplot"  # Optuna's charts use it too: the report looks like one piece
+# How a trial's learning curve is drawn, by status: (colour, line style, end marker).
+CURVE_STYLES = {
+    "completed": ("tab:blue", "-", ""),
+    "stopped": ("tab:gray", "--", "x"),
+    "early-stopped": ("tab:orange", "-.", "o"),
+    "diverged": ("tab:red", ":", "v"),
+    "error": ("tab:red", ":", "v"),
+}
+RUNNING_STYLE = ("tab:green", "-", ">")
+
+
+class NoChart(Exception):
+    """The data cannot support this chart; the message says why, for the reader."""
+
+
+@dataclass
+class TrialData:
+    trial_id: str
+    status: str
+    config: dict[str, Any]
+    best: float  # the search metric at the trial's best epoch (nan if none)
+    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per reported epoch
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never a window, works without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _better_so_far(values, mode: str) -> np.ndarray:
+    """Running best, skipping missing values (a failed trial does not reset it)."""
+    series = pd.Series(values, dtype=float)
+    return (series.cummax() if mode == "max" else series.cummin()).ffill().to_numpy()
+
+
+def history(trials: list[TrialData], metric: str, mode: str):
+    """Best metric so far against wall time (every epoch) and against trial number."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    rows = [(t.epochs["timestamp"] - t.epochs.get("time_total_s", 0), t.epochs["timestamp"],
+             t.epochs[metric]) for t in trials if metric in t.epochs and "timestamp" in t.epochs]
+    if not rows:
+        raise NoChart(f"no trial has reported {metric} yet")
+    start = min(float(s.min()) for s, _, _ in rows)
+    points = pd.DataFrame({"t": pd.concat([t for _, t, _ in rows]) - start,
+                           "v": pd.concat([v for _, _, v in rows])}).dropna().sort_values("t")
+    ordered = sorted(trials, key=_creation_order)
+    values = np.array([t.best for t in ordered], dtype=float)
+    with plt.style.context(STYLE):
+        fig, (by_time, by_trial) = plt.subplots(1, 2, figsize=(12, 4.2))
+        by_time.scatter(points["t"], points["v"], s=10, alpha=0.5, color="tab:blue",
+                        label="an epoch's result")
+        by_time.step(points["t"], _better_so_far(points["v"], mode), where="post",
+                     color="black", label="best so far")
+        by_time.set(xlabel="seconds since the sweep started", ylabel=metric,
+                    title=f"Best {metric} so far, over time")
+        number = np.arange(1, len(ordered) + 1)
+        for status in sorted({t.status for t in ordered}):
+            mine = [i for i, t in enumerate(ordered) if t.status == status]
+            by_trial.scatter(number[mine], values[mine], s=22, color=_status_colour(status),
+                             label=f"a trial's best ({status})")
+        by_trial.step(number, _better_so_far(np.where(np.isfinite(values), values, np.nan), mode),
+                      where="post", color="black", label="best so far")
+        by_trial.set(xlabel="trial (in the order started)", ylabel=metric,
+                     title=f"Best {metric} so far, by trial")
+        by_trial.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for ax in (by_time, by_trial):
+            ax.legend(loc="lower right" if mode == "max" else "upper right", fontsize=8)
+        fig.tight_layout()
+    return fig
+
+
+def _creation_order(t: TrialData) -> tuple[int, str]:
+    suffix = t.trial_id.rsplit("_", 1)[-1]
+    return (int(suffix) if suffix.isdigit() else 0, t.trial_id)
+
+
+def _status_colour(status: str) -> str:
+    return CURVE_STYLES.get(status, RUNNING_STYLE)[0]
+
+
+def learning_curves(trials: list[TrialData], metrics: list[str], winner: str | None):
+    """Every trial's curve per metric; the style says how it ended, the winner is bold."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    if not any(m in t.epochs for t in trials for m in metrics):
+        raise NoChart("no trial has finished an epoch yet")
+    with plt.style.context(STYLE):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            for t in trials:
+                if metric not in t.epochs or t.epochs.empty:
+                    continue
+                colour, line, marker = CURVE_STYLES.get(t.status, RUNNING_STYLE)
+                x, y = t.epochs["training_iteration"], t.epochs[metric]
+                bold = t.trial_id == winner
+                ax.plot(x, y, line, color="black" if bold else colour,
+                        lw=2.5 if bold else 1.2, alpha=1 if bold else 0.7, zorder=3 if bold else 2)
+                if marker:
+                    ax.plot(x.iloc[-1:], y.iloc[-1:], marker, color=colour, ms=7)
+            ax.set(xlabel="epoch", ylabel=metric, title=metric)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        seen = sorted({t.status for t in trials})
+        handles = [Line2D([], [], color=c, linestyle=ls, marker=m, label=s)
+                   for s in seen for c, ls, m in [CURVE_STYLES.get(s, RUNNING_STYLE)]]
+        if winner:
+            handles.append(Line2D([], [], color="black", lw=2.5, label=f"winner {winner}"))
+        axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def study(trials: list[TrialData], mode: str, log_params: set[str]):
+    """An in-memory Optuna study with one complete trial per trial that has a value. Stopped
+    trials count with the best value they reached. Distributions come from the values seen."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    scored = [t for t in trials if math.isfinite(t.best)]
+    distributions = _distributions([t.config for t in scored], log_params)
+    result = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for t in scored:
+        params = {k: v for k, v in t.config.items() if k in distributions}
+        result.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: distributions[k] for k in params}, value=t.best,
+            user_attrs={"trial_id": t.trial_id}))
+    return result
+
+
+def _distributions(configs: list[dict[str, Any]], log_params: set[str]) -> dict[str, Any]:
+    from optuna.distributions import (CategoricalDistribution, FloatDistribution,
+                                      IntDistribution)
+
+    values: dict[str, list] = {}
+    for config in configs:
+        for k, v in config.items():
+            if v is not None:
+                values.setdefault(k, []).append(v)
+    out = {}
+    for name, seen in values.items():
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen)
+        if not numbers:
+            choices = sorted({v if isinstance(v, (str, bool)) else str(v) for v in seen}, key=str)
+            out[name] = CategoricalDistribution(choices)
+            continue
+        low, high = min(seen), max(seen)
+        log = name in log_params and low > 0
+        if all(isinstance(v, int) for v in seen):
+            out[name] = IntDistribution(int(low), int(high), log=log)
+        else:
+            out[name] = FloatDistribution(float(low), float(high), log=log)
+    return out
+
+
+def varying(study) -> list[str]:
+    """Hyperparameters that took more than one value among the scored trials."""
+    names = {k for t in study.trials for k in t.params}
+    return sorted(k for k in names if len({str(t.params.get(k)) for t in study.trials}) > 1)
+
+
+def _need(study, what: str) -> list[str]:
+    if len(study.trials) < 2:
+        raise NoChart(f"{what} needs at least two trials with a result "
+                      f"({len(study.trials)} so far)")
+    params = varying(study)
+    if not params:
+        raise NoChart(f"{what}: no hyperparameter took more than one value")
+    return params
+
+
+def _optuna_figure(draw):
+    """Run one of Optuna's matplotlib plots quietly (they are 'experimental') and return its
+    figure, without letting its global style change leak into other charts."""
+    plt = _pyplot()
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore")
+        axes = draw()
+    ax = axes.flat[0] if isinstance(axes, np.ndarray) else axes
+    return ax.figure
+
+
+def parallel_coordinates(study, metric: str):
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    params = _need(study, "A parallel-coordinates chart")
+    fig = _optuna_figure(lambda: plot_parallel_coordinate(study, params=params,
+                                                          target_name=metric))
+    fig.set_size_inches(max(8, 1.6 * len(params) + 3), 5)
+    fig.axes[0].set_title(f"Hyperparameters, coloured by best {metric}")
+    fig.tight_layout()
+    return fig
+
+
+def importances(study, metric: str) -> tuple[Any, dict[str, float]]:
+    """fANOVA importances (a random forest of the metric over the hyperparameters), with the
+    figure. Only hyperparameters present in every scored trial are assessed."""
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    shared = set.intersection(*(set(t.params) for t in study.trials))
+    params = [p for p in _need(study, "Importance") if p in shared]
+    if not params:
+        raise NoChart("Importance: no varying hyperparameter is present in every trial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
+                                       params=params)
+    fig = _optuna_figure(lambda: plot_param_importances(
+        study, evaluator=FanovaImportanceEvaluator(seed=0), params=params, target_name=metric))
+    fig.set_size_inches(8, max(3, 0.45 * len(scores) + 1.5))
+    fig.axes[0].set_title(f"Hyperparameter importance for {metric} (fANOVA)", loc="left")
+    fig.tight_layout()
+    return fig, scores
+
+
+def slices(study, metric: str):
+    """One panel per varying hyperparameter: each trial's best metric against its value."""
+    from optuna.visualization.matplotlib import plot_slice
+
+    params = _need(study, "A slice plot")
+    return _optuna_figure(lambda: plot_slice(study, params=params, target_name=metric))
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray):
+    plt = _pyplot()
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    with plt.style.context("default"):
+        fig, ax = plt.subplots(figsize=(6.5, 6))
+        ConfusionMatrixDisplay.from_predictions(y_true, y_pred, ax=ax, colorbar=False,
+                                                cmap="Blues", labels=list(range(10)))
+        accuracy = float(np.mean(y_true == y_pred))
+        ax.set_title(f"Test set: {len(y_true)} digits, accuracy {accuracy:.4f}")
+        fig.tight_layout()
+    return fig
+
+
+def misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray,
+                  limit: int = 40):
+    """The most confident mistakes first, titled true -> predicted (confidence)."""
+    plt = _pyplot()
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    if wrong.size == 0:
+        raise NoChart("the winner classifies every test digit correctly")
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit]
+    cols = 10
+    rows = math.ceil(len(wrong) / cols)
+    with plt.style.context("default"):
+        fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.45), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, i in zip(axes.flat, wrong):
+            ax.imshow(images[i].reshape(28, 28), cmap="gray_r")
+            ax.set_title(f"{y_true[i]}→{predicted[i]} ({probabilities[i, predicted[i]]:.0%})",
+                         fontsize=8)
+        fig.suptitle(f"{len(wrong)} of {int((predicted != y_true).sum())} misclassified test "
+                     "digits, most confident first (true→predicted)", fontsize=10)
+        fig.tight_layout()
+    return fig

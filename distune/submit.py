@@ -1,0 +1,198 @@
+"""`distune submit`: run a sweep as a Ray job on a remote cluster, through its Jobs API.
+
+The experiment is validated here first, so a typo fails on the laptop and not after GPU
+nodes have scaled up. The fully resolved config (file + flags + defaults, name fixed) and
+this distune package travel with the job (`working_dir`, `py_modules`): the cluster runs
+exactly what was validated, whatever distune version its image holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TextIO
+from urllib.parse import urlparse
+
+import distune
+from distune.config import DEFAULT_STORAGE, Experiment, load_experiment
+from distune.errors import DistuneError
+
+JOB_CONFIG = "distune-job.yaml"
+EXIT_FAILED = 1
+EXIT_DETACHED = 130
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+TUNNEL_HINT = ("Open a tunnel first: `ray dashboard cluster/aws.yaml` (or gcp.yaml), or "
+               "`kubectl port-forward svc/HEAD-SERVICE 8265:8265` for KubeRay, then pass "
+               "--address http://127.0.0.1:8265")
+
+
+def check_address(address: str | None) -> str:
+    """The Jobs API URL, from --address or $RAY_API_SERVER_ADDRESS; anything else is refused
+    here, before Ray turns it into a confusing connection error."""
+    address = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or "").strip()
+    if not address:
+        raise DistuneError(f"--address is required: the cluster's Jobs API (dashboard) URL. "
+                           f"{TUNNEL_HINT}.")
+    url = urlparse(address)
+    try:
+        port_ok = url.port is None or 0 < url.port < 65536
+    except ValueError:
+        port_ok = False
+    if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+        raise DistuneError(f"--address {address!r} is not a Jobs API URL: expected "
+                           "http(s)://HOST:8265 (ray://HOST:10001 and 'auto' are addresses for "
+                           f"`distune run --address`, on the cluster itself). {TUNNEL_HINT}.")
+    return address.rstrip("/")
+
+
+def auth_headers() -> dict[str, str]:
+    """A bearer token from RAY_AUTH_TOKEN, the file at RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token
+    (Ray's own order). Ray's client sends one only when RAY_AUTH_MODE=token is set in this
+    process; here having a token is enough."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    file = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
+    if file.is_file():
+        token = file.read_text().strip()
+    elif named:
+        raise DistuneError(f"RAY_AUTH_TOKEN_PATH={named}: no such file. Point it at the "
+                           "cluster's token file, or set RAY_AUTH_TOKEN instead.")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@contextmanager
+def _address_wins() -> Iterator[None]:
+    """JobSubmissionClient lets RAY_ADDRESS / RAY_API_SERVER_ADDRESS override the address it is
+    given; --address must win, so both are hidden while the client is built."""
+    saved = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+             if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def connect(address: str, headers: dict[str, str]):
+    """A JobSubmissionClient for `address`; every way this fails is the user's to fix."""
+    if importlib.util.find_spec("aiohttp") is None:
+        import ray
+
+        raise DistuneError("distune submit needs Ray's job client, which comes with Ray's "
+                           f"`default` extra: pip install 'ray[default]=={ray.__version__}'.")
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # "uploading...", "socket closed"
+
+    try:
+        with _address_wins():
+            return JobSubmissionClient(address, headers=headers)
+    except ConnectionError:
+        raise DistuneError(f"cannot reach the Jobs API at {address}: nothing answers there. "
+                           f"Is the cluster up and the tunnel open? {TUNNEL_HINT}.") from None
+    except AuthenticationError:
+        hint = ("the token was rejected" if headers else
+                "the cluster wants a token and none was found")
+        raise DistuneError(f"{address}: {hint}. Set RAY_AUTH_TOKEN to the cluster's token "
+                           "(see cluster/README.md, 'Tokens') and submit again.") from None
+    except RuntimeError as e:
+        raise DistuneError(f"{address} answered, but not as a Ray Jobs API: {e}") from None
+
+
+def job_request(exp: Experiment, stem: str, workdir: Path, *, overwrite: bool,
+                refit: bool) -> tuple[str, dict[str, Any]]:
+    """Write the resolved config into `workdir`; return the experiment name and the
+    submit_job keyword arguments that run it with `distune run` on the cluster."""
+    name = exp.run.name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = exp.model_copy(update={"run": exp.run.model_copy(update={"name": name})})
+    (workdir / JOB_CONFIG).write_text(exp.to_yaml())
+    command = ["python", "-m", "distune", "run", JOB_CONFIG, "--address", "auto"]
+    command += ["--overwrite"] * overwrite + ["--refit"] * refit
+    runtime_env = {"working_dir": str(workdir),
+                   "py_modules": [str(Path(distune.__file__).parent)],
+                   "excludes": ["__pycache__", "*.pyc"]}
+    return name, {"entrypoint": " ".join(command), "runtime_env": runtime_env,
+                  "metadata": {"distune_experiment": name}}
+
+
+def submit_sweep(config: str | None, overrides: list[str], flags: dict[str, Any], *,
+                 address: str | None, wait: bool = True, overwrite: bool = False,
+                 refit: bool = False, client_factory: Callable | None = None,
+                 out: TextIO | None = None) -> int:
+    """Validate, submit, and (unless `wait` is false) follow the job to its end.
+    Returns the exit status: the job driver's own (0, 1, 2 ...) once it has ended."""
+    out = out or sys.stdout
+    exp, stem = load_experiment(config, overrides, flags)
+    address = check_address(address)
+    headers = auth_headers()
+    client = (client_factory or connect)(address, headers)
+    with tempfile.TemporaryDirectory(prefix="distune-job-") as tmp:
+        name, request = job_request(exp, stem, Path(tmp), overwrite=overwrite, refit=refit)
+        try:
+            job_id = client.submit_job(**request)
+        except RuntimeError as e:
+            raise DistuneError(f"{address} refused the job: {e}") from None
+    auth = "RAY_AUTH_MODE=token " if headers else ""
+    again = (f"follow it with `{auth}ray job logs --follow {job_id} --address {address}`; "
+             f"stop it with `{auth}ray job stop {job_id} --address {address}`")
+    print(f"distune: submitted {name} as Ray job {job_id} to {address}", file=out)
+    print(f"distune: results will be in {exp.run.storage}/{name} on the cluster", file=out)
+    if exp.run.storage == DEFAULT_STORAGE:
+        print("distune: note: run.storage is the head node's home directory; with GPU worker "
+              "nodes, trials need storage every node shares (--storage /mnt/distune/results, "
+              "see cluster/README.md)", file=out)
+    if not wait:
+        print(f"distune: {again}", file=out)
+        return 0
+    return _follow(client, job_id, out, again)
+
+
+def _follow(client, job_id: str, out: TextIO, again: str) -> int:
+    """Stream the job's output to its end; the exit status is the job driver's own."""
+    try:
+        from aiohttp import ClientError
+    except ImportError:  # only a stand-in client gets here: Ray's needs aiohttp
+        ClientError = OSError
+    try:
+        asyncio.run(_print_logs(client, job_id, out))
+        info = _final_info(client, job_id)
+    except KeyboardInterrupt:
+        print(f"\ndistune: stopped following; job {job_id} keeps running on the cluster: "
+              f"{again}", file=out)
+        return EXIT_DETACHED
+    except (RuntimeError, OSError, ClientError) as e:
+        print(f"\ndistune: lost the job's log stream ({e}); job {job_id} may still be running: "
+              f"{again}", file=out)
+        return EXIT_FAILED
+    status = str(info.status)
+    print(f"distune: job {job_id} {status}", file=out)
+    if status == "SUCCEEDED":
+        return 0
+    code = getattr(info, "driver_exit_code", None)
+    return code if isinstance(code, int) and code > 0 else EXIT_FAILED
+
+
+async def _print_logs(client, job_id: str, out: TextIO) -> None:
+    async for chunk in client.tail_job_logs(job_id):
+        out.write(chunk)
+        out.flush()
+
+
+def _final_info(client, job_id: str, timeout_s: float = 60.0):
+    """The log stream can close a moment before the job's status turns terminal."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = client.get_job_info(job_id)
+        if str(info.status) in TERMINAL or time.monotonic() > deadline:
+            return info
+        time.sleep(0.5)

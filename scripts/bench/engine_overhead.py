@@ -1,0 +1,256 @@
+#!/usr/bin/env python
+"""What the engine costs: one fixed list of short trials run (a) by a plain sequential Keras
+loop in this process (distune.model.build_model + fit, same data, same epochs, TensorFlow on all
+cores) and (b) by distune (Ray Tune, the same configs as search.initial_points, `--slots`
+concurrent trials of one CPU each, actors reused, a checkpoint every epoch).
+
+    python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz            # 16 x 2 epochs, 10k
+    python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz --quick    # 4 x 1 epoch, 2k
+
+Figures (all from driver-side clocks and Tune's own per-step times):
+- parallel efficiency: sum of the trials' training time (Tune's time_total_s: every step, i.e.
+  fit + validation) / (distune's wall time x slots);
+- start-up per trial: a slot becoming free (sweep start, or the previous trial on it finishing)
+  -> the trial's first epoch beginning (the first result's arrival minus its time_this_iter_s).
+  The first trial on each slot is "cold" (new worker: process start, TensorFlow import);
+- checkpoint cost: a result's arrival -> Tune recording that epoch's checkpoint (the trial waits
+  meanwhile), against the epoch's time;
+- wall-time ratio distune / plain loop (Ray's own start-up is printed apart: it is paid once
+  per session, not per sweep).
+Targets (printed, never enforced): ratio <= 1.10, efficiency >= 0.90, warm start-up < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPACE = {
+    "hidden_layers": {"int": [1, 3]},
+    "units": {"choice": [64, 128, 256, 512]},
+    "activation": {"choice": ["relu", "elu", "tanh", "sigmoid"]},
+    "dropout": {"uniform": [0.0, 0.5]},
+    "learning_rate": {"loguniform": [1.0e-4, 1.0e-2]},
+    "batch_size": {"choice": [64, 128, 256]},
+}
+TARGETS = {"ratio": 1.10, "efficiency": 0.90, "startup_s": 1.0}
+
+
+def sample_configs(n: int, seed: int) -> list[dict]:
+    """n configs drawn once from SPACE with a seeded generator (the same list for both runs)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        out.append({
+            "hidden_layers": int(rng.integers(1, 4)),
+            "units": int(rng.choice([64, 128, 256, 512])),
+            "activation": str(rng.choice(["relu", "elu", "tanh", "sigmoid"])),
+            "dropout": round(float(rng.uniform(0.0, 0.5)), 3),
+            "learning_rate": float(f"{math.exp(rng.uniform(math.log(1e-4), math.log(1e-2))):.3g}"),
+            "batch_size": int(rng.choice([64, 128, 256])),
+        })
+    return out
+
+
+def plain_loop(configs: list[dict], splits, epochs: int) -> dict:
+    """The baseline: one process, one model at a time, Keras's own fit with validation."""
+    import keras
+
+    from distune.hyperparams import Hyperparams
+    from distune.model import build_model
+
+    x, y = splits.x_train.reshape(-1, 784), splits.y_train
+    xv, yv = splits.x_val.reshape(-1, 784), splits.y_val
+    first_epoch_at: list[float] = []
+
+    class FirstEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 0:
+                first_epoch_at.append(time.perf_counter())
+
+    startups, train_s = [], []
+    model = None
+    start = time.perf_counter()
+    for i, config in enumerate(configs):
+        keras.backend.clear_session()
+        began = time.perf_counter()
+        hp = Hyperparams.model_validate(config)
+        keras.utils.set_random_seed(i)
+        model = build_model(hp, math.ceil(len(x) / hp.batch_size), epochs)
+        model.fit(x, y, batch_size=hp.batch_size, epochs=epochs, validation_data=(xv, yv),
+                  verbose=0, callbacks=[FirstEpoch()])
+        startups.append(first_epoch_at[-1] - began)
+        train_s.append(time.perf_counter() - first_epoch_at[-1])
+    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as d:  # what one .keras save costs, without any engine
+        saves = []
+        for _ in range(3):
+            t = time.perf_counter()
+            model.save(Path(d) / "model.keras")
+            saves.append(time.perf_counter() - t)
+    return {"wall": wall, "train": sum(train_s), "startups": startups,
+            "epoch_s": sum(train_s) / (len(configs) * epochs), "save_s": statistics.median(saves)}
+
+
+def distune_run(configs: list[dict], args, storage: str) -> dict:
+    """The same configs through Ray Tune with distune's trainable, timed from the driver."""
+    import ray
+    from ray import tune
+
+    from distune.config import validate
+    from distune.runner import build_tuner, load_data, start_ray
+
+    exp = validate({
+        "data": {"path": args.data, "train_subset": args.subset},
+        "model": {"space": SPACE},
+        "train": {"epochs": args.epochs, "checkpoint_every": 1},
+        "search": {"searcher": "random", "num_samples": len(configs), "initial_points": configs},
+        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": args.slots},
+        "run": {"storage": storage, "name": "engine", "seed": 0},
+    })
+    events: list[tuple] = []  # (time, kind, trial_id, result or None)
+
+    class Clock(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            events.append((time.perf_counter(), "result", trial.trial_id, dict(result)))
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            events.append((time.perf_counter(), "checkpoint", trial.trial_id, None))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            events.append((time.perf_counter(), "complete", trial.trial_id, None))
+
+    splits = load_data(exp)
+    t = time.perf_counter()
+    start_ray(exp, verbose=False)
+    ray_start = time.perf_counter() - t
+    tuner = build_tuner(exp, splits.for_trials(), Path(storage) / "engine", say=lambda _: None,
+                        callbacks=[Clock()])
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    ray.shutdown()
+    errors = sum(1 for r in grid if r.error)
+    return {"wall": wall, "ray_start": ray_start, "errors": errors, **analyse(events, t0, args.slots)}
+
+
+def analyse(events: list[tuple], t0: float, slots: int) -> dict:
+    """Training time, slot-free -> first-epoch gaps and checkpoint gaps from the event log."""
+    last_result: dict[str, tuple[float, dict]] = {}
+    total_s: dict[str, float] = {}
+    begins: list[tuple[float, str]] = []
+    frees = [t0] * slots  # slots free at the start
+    timeline = []
+    ckpt_s, ckpt_ratio, iter_s, epoch_s = [], [], [], []
+    for t, kind, tid, result in sorted(events, key=lambda e: e[0]):
+        if kind == "result":
+            total_s[tid] = result.get("time_total_s", 0.0)
+            iter_s.append(result.get("time_this_iter_s", math.nan))
+            if "epoch_s" in result:
+                epoch_s.append(result["epoch_s"])
+            if result.get("training_iteration") == 1:
+                begins.append((t - result.get("time_this_iter_s", 0.0), tid))
+            last_result[tid] = (t, result)
+        elif kind == "checkpoint" and tid in last_result:
+            rt, result = last_result[tid]
+            ckpt_s.append(t - rt)
+            ckpt_ratio.append((t - rt) / max(result.get("time_this_iter_s", math.nan), 1e-9))
+        elif kind == "complete":
+            timeline.append((t, "free"))
+    timeline += [(b, "begin") for b, _ in begins]
+    # Match each first epoch to the earliest slot that was free before it.
+    gaps = []
+    for t, kind in sorted(timeline):
+        if kind == "free":
+            frees.append(t)
+            frees.sort()
+        else:
+            free = frees.pop(0) if frees else t
+            gaps.append(max(0.0, t - free))
+    return {"train": sum(total_s.values()), "trials": len(total_s), "cold": gaps[:slots],
+            "warm": gaps[slots:], "ckpt_s": ckpt_s, "ckpt_ratio": ckpt_ratio,
+            "iter_s": iter_s, "epoch_s": epoch_s}
+
+
+def mean(xs) -> float:
+    return statistics.fmean(xs) if xs else math.nan
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("DISTUNE_MNIST"))
+    ap.add_argument("--quick", action="store_true", help="4 trials, 1 epoch, 2,000 images")
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--subset", type=int, default=10000, help="training images (10%% held out)")
+    ap.add_argument("--slots", type=int, default=2, help="concurrent distune trials, 1 CPU each")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the list of configs")
+    args = ap.parse_args()
+    if args.quick:
+        args.trials, args.epochs, args.subset = 4, 1, 2000
+
+    from distune.runner import quiet_environment
+
+    quiet_environment(verbose=False)
+    # A private Ray even when a `ray start` cluster runs on this machine (ray.init() with no
+    # address would join it).
+    os.environ.setdefault("RAY_ADDRESS", "local")
+    from distune.data import load_mnist
+    from distune.training import configure_tensorflow
+
+    cores = os.cpu_count() or 1
+    configure_tensorflow(cores)  # the plain loop: TensorFlow on every core
+    configs = sample_configs(args.trials, args.seed)
+    splits = load_mnist(args.data, 0.1, args.subset, 0)  # distune's own split (run.seed 0)
+    plain = plain_loop(configs, splits, args.epochs)
+    with tempfile.TemporaryDirectory() as storage:
+        d = distune_run(configs, args, storage)
+
+    ratio = d["wall"] / plain["wall"]
+    efficiency = d["train"] / (d["wall"] * args.slots)
+    warm = mean(d["warm"])
+    print(f"{'engine':<14} {'trials':>6} {'wall_s':>7} {'train_s':>8} {'efficiency':>10} "
+          f"{'startup_s':>10} {'cold_s':>7} {'ckpt_s':>7} {'ckpt/epoch':>10}")
+    print(f"{'plain keras':<14} {len(configs):>6} {plain['wall']:>7.1f} {plain['train']:>8.1f} "
+          f"{plain['train'] / plain['wall']:>10.2f} {mean(plain['startups']):>10.2f} "
+          f"{plain['startups'][0]:>7.2f} {'-':>7} {'-':>10}")
+    print(f"{'distune':<14} {d['trials']:>6} {d['wall']:>7.1f} {d['train']:>8.1f} "
+          f"{efficiency:>10.2f} {warm:>10.2f} {mean(d['cold']):>7.2f} "
+          f"{mean(d['ckpt_s']):>7.2f} {mean(d['ckpt_ratio']):>10.2f}")
+    print(f"setup: {len(configs)} trials x {args.epochs} epochs on {len(splits.x_train)} train / "
+          f"{len(splits.x_val)} validation images; plain loop on {cores} threads, distune "
+          f"{args.slots} slots x 1 CPU, actors reused, checkpoint every epoch; {d['errors']} errors")
+    print("plain keras efficiency = training time / wall (one slot); startup_s = mean of warm "
+          "trials (plain: build + compile), cold_s = first trial per slot")
+    if d["warm"]:
+        print(f"distune warm start-up: median {statistics.median(d['warm']):.2f} s, max "
+              f"{max(d['warm']):.2f} s over {len(d['warm'])} trials (a recycled training "
+              "process shows up as the max)")
+    print(f"per epoch: plain {plain['epoch_s']:.2f} s on {cores} threads; distune step "
+          f"(fit + validation) {mean(d['iter_s']):.2f} s, fit alone "
+          f"{mean(d['epoch_s']):.2f} s on 1 thread; a bare .keras save {plain['save_s']:.3f} s")
+    print(f"Ray start-up (once per session, outside the ratio): {d['ray_start']:.1f} s; "
+          f"ratio with it: {(d['wall'] + d['ray_start']) / plain['wall']:.2f}")
+    checks = [
+        (f"wall-time ratio {ratio:.2f} <= {TARGETS['ratio']:.2f}", ratio <= TARGETS["ratio"]),
+        (f"parallel efficiency {efficiency:.2f} >= {TARGETS['efficiency']:.2f}",
+         efficiency >= TARGETS["efficiency"]),
+        (f"warm start-up {warm:.2f} s < {TARGETS['startup_s']:.0f} s",
+         bool(d["warm"]) and warm < TARGETS["startup_s"]),
+    ]
+    for text, ok in checks:
+        print(f"target {text}: {'met' if ok else 'NOT met'}")
+    print(f"engine_wall_ratio: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""A real multi-node Ray cluster on one machine (ray.cluster_utils.Cluster: a head and worker
+nodes, two declaring one GPU each), driven by distune. Run by tests/test_multinode.py in its own
+process, so its Ray never meets the suite's local one. Prints one JSON line of what happened.
+
+    python tests/multinode.py MNIST_NPZ STORAGE_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def main(mnist: str, storage: str) -> dict:
+    import ray
+    from ray import tune
+    from ray.cluster_utils import Cluster
+
+    from distune import runner
+    from distune.config import validate
+    from distune.results import open_analysis
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    gpu_nodes = [cluster.add_node(num_cpus=4, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    out: dict = {"nodes": {n.node_id: "gpu" for n in gpu_nodes}}
+
+    def experiment(name: str, **sections) -> object:
+        raw = {
+            "data": {"path": mnist, "train_subset": 800, "validation_split": 0.25},
+            "model": {"space": {"hidden_layers": 1, "units": {"choice": [16, 32]}}},
+            "train": {"epochs": 1},
+            "search": {"searcher": "random", "num_samples": 6},
+            "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5},
+            "run": {"storage": storage, "name": name, "seed": 0, "max_failures": 3},
+        }
+        for section, values in sections.items():
+            raw[section] = {**raw.get(section, {}), **values}
+        return validate(raw, name)
+
+    class Concurrency(tune.Callback):
+        """Most trials running at once, seen from the driver."""
+
+        def __init__(self) -> None:
+            self.running: set[str] = set()
+            self.most = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running.add(trial.trial_id)
+            self.most = max(self.most, len(self.running))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.running.discard(trial.trial_id)
+
+        on_trial_error = on_trial_complete
+
+    # 1. Spread and packing: 0.5 GPU per trial, two 1-GPU nodes -> at most 4 trials at once.
+    seen = Concurrency()
+    exp = experiment("packing")
+    directory = runner.experiment_dir(exp)
+    runner.prepare_directory(directory, overwrite=False)
+    runner.build_tuner(exp, runner.load_data(exp).for_trials(), directory, say=lambda _: None,
+                       callbacks=[seen]).fit()
+    trials = open_analysis(directory).trials
+    out["packing"] = {"most_concurrent": seen.most,
+                      "statuses": [t.status for t in trials],
+                      "nodes_used": sorted({t.last_result.get("node_id") for t in trials})}
+
+    # 2. A worker node lost mid-sweep: its trials continue elsewhere from their checkpoints.
+    spare = cluster.add_node(num_cpus=4, num_gpus=1)
+    cluster.wait_for_nodes()
+    victim = gpu_nodes[0]
+    exp = experiment("node-loss", train={"epochs": 3}, search={"searcher": "random", "num_samples": 3})
+    directory = runner.experiment_dir(exp)
+    runner.prepare_directory(directory, overwrite=False)
+    removed = threading.Event()
+
+    class RemoveNode(tune.Callback):
+        """After a trial on the victim node has checkpointed an epoch, take the node away.
+        (Tune pickles its callbacks with its state: this one keeps its references out of it.)"""
+
+        def __init__(self, **refs) -> None:
+            self.refs = refs
+
+        def __getstate__(self) -> dict:
+            return {}
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            r = self.refs
+            if not r["removed"].is_set() and (trial.last_result or {}).get("node_id") == r["victim"].node_id:
+                r["removed"].set()
+                r["out"]["victim_trial"] = trial.trial_id
+                threading.Thread(target=r["cluster"].remove_node, args=(r["victim"], False)).start()
+
+    runner.build_tuner(exp, runner.load_data(exp).for_trials(), directory, say=lambda _: None,
+                       callbacks=[RemoveNode(removed=removed, victim=victim, out=out, cluster=cluster)]).fit()
+    time.sleep(1)
+    trials = open_analysis(directory).trials
+    victim_trial = next((t for t in trials if t.trial_id == out.get("victim_trial")), None)
+    iterations = []
+    if victim_trial is not None:
+        progress = Path(victim_trial.local_path) / "progress.csv"
+        import pandas as pd
+
+        frame = pd.read_csv(progress)
+        iterations = frame["training_iteration"].tolist()
+        out["victim_nodes"] = sorted(set(frame["node_id"]))
+    out["node_loss"] = {"removed": removed.is_set(), "statuses": [t.status for t in trials],
+                        "epochs": [t.last_result.get("epoch") for t in trials],
+                        "victim_iterations": iterations,
+                        "victim_failures": victim_trial.run_metadata.num_failures if victim_trial else None,
+                        "spare": spare.node_id, "victim": victim.node_id}
+    ray.shutdown()
+    cluster.shutdown()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2])))

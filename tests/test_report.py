@@ -1,0 +1,202 @@
+"""report.html and its charts: from one real small sweep, opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import experiment
+from distune import charts, report
+from distune.cli import main
+from distune.runner import run
+
+CHARTS = ["confusion", "misclassified", "history", "curves", "parallel", "importance", "slices"]
+SECTIONS = ["winner", "history", "curves", "parallel", "importance", "slices", "trials"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_local, mnist_path, tmp_path_factory):
+    """A 2x2 grid, 3 epochs, ASHA halving: some trials complete, some are stopped early."""
+    exp = experiment(mnist_path, tmp_path_factory.mktemp("report"),
+                     model={"space": {"hidden_layers": 1, "units": {"choice": [8, 32]},
+                                      "learning_rate": {"choice": [1e-4, 3e-3]}}},
+                     train={"epochs": 3},
+                     search={"searcher": "grid", "num_samples": 1},
+                     schedule={"scheduler": "asha",
+                               "options": {"grace_period": 1, "reduction_factor": 2}})
+    lines: list[str] = []
+    summary = run(exp, "t", say=lines.append)
+    return summary, lines
+
+
+class _Elements(HTMLParser):
+    """Ids, and the src of every img, in an HTML document."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.images: dict[str, str] = {}
+        self.body: dict[str, str] = {}
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.add(attrs.get("id", ""))
+        if tag == "img":
+            self.images[attrs.get("id", "")] = attrs.get("src", "")
+        if tag == "body":
+            self.body = attrs
+
+
+@pytest.mark.slow
+def test_report_is_written_at_the_end_of_a_run(sweep):
+    summary, lines = sweep
+    d = summary.directory
+    assert summary.files["report"] == d / "report.html"
+    assert not any("could not write the report" in line for line in lines)
+    for key in CHARTS:
+        png = d / "report" / f"{key}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", key
+    page = _Elements((d / "report.html").read_text())
+    assert {f"chart-{k}" for k in CHARTS} <= set(page.images)
+    for key in CHARTS:  # embedded: the page needs no other file
+        assert page.images[f"chart-{key}"].startswith("data:image/png;base64,")
+    assert set(SECTIONS) <= page.ids and "no-winner" not in page.ids
+    text = (d / "report.html").read_text()
+    best = json.loads((d / "best.json").read_text())
+    assert f"{best['test_accuracy']:.4g}" in text and best["trial"] in text
+
+
+@pytest.mark.slow
+def test_confusion_matrix_is_the_exported_winner_on_the_test_set(sweep):
+    summary, _ = sweep
+    exp_dir = summary.directory
+    from distune.runner import load_data, load_saved_experiment
+
+    exp = load_saved_experiment(exp_dir)
+    _, y, probabilities = report._predict(exp, exp_dir, load_data(exp))
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == y))
+    assert len(y) == 10000
+    assert accuracy == pytest.approx(summary.test_accuracy, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_stopped_trials_are_drawn_differently(sweep):
+    summary, _ = sweep
+    table = pd.read_csv(summary.directory / "results.csv")
+    assert {"completed", "stopped"} <= set(table.status), "ASHA stopped no trial: nothing to show"
+    trials = report._trial_data(summary.directory, table, "val_accuracy")
+    fig = charts.learning_curves(trials, ["val_accuracy"], winner=None)
+    styles = [line.get_linestyle() for line in fig.axes[0].lines]  # end markers: "None"
+    assert styles.count("--") == (table.status == "stopped").sum()
+    assert styles.count("-") == (table.status == "completed").sum()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install "
+                    "chromium; .ci/run does this): the report cannot be opened in a browser")
+def test_report_opens_in_headless_chromium(sweep, tmp_path):
+    summary, _ = sweep
+    # The report has no script of its own; this probe, added to a copy, counts the images the
+    # browser decoded once the page has loaded, and proves console messages are captured.
+    probe = ('<script>addEventListener("load", () => { const imgs = [...document.images];'
+             'document.body.dataset.images = imgs.length;'
+             'document.body.dataset.decoded = imgs.filter(i => i.complete && i.naturalWidth > 0)'
+             '.length; console.log("probe loaded"); });</script></body>')
+    page = tmp_path / "probe.html"
+    page.write_text((summary.directory / "report.html").read_text().replace("</body>", probe))
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert any("probe loaded" in line for line in console), done.stderr[-2000:]
+    assert [line for line in console if "probe loaded" not in line] == []  # no JS errors
+    dom = _Elements(done.stdout)
+    assert {f"chart-{k}" for k in CHARTS} <= set(dom.images) and set(SECTIONS) <= dom.ids
+    assert int(dom.body["data-decoded"]) == int(dom.body["data-images"]) == len(CHARTS)
+
+
+@pytest.mark.slow
+def test_report_of_an_unfinished_sweep_says_there_is_no_winner_yet(sweep, tmp_path, capsys):
+    summary, _ = sweep
+    copy = tmp_path / "unfinished"
+    shutil.copytree(summary.directory, copy)
+    for name in ("best.json", "best_model.keras", "report.html"):
+        (copy / name).unlink()
+    shutil.rmtree(copy / "report")
+    assert main(["report", str(copy)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    page = _Elements((copy / "report.html").read_text())
+    assert "no-winner" in page.ids and "winner" not in page.ids
+    assert {"chart-history", "chart-curves", "chart-parallel", "chart-importance",
+            "chart-slices"} <= set(page.images)
+    assert not (copy / "report" / "confusion.png").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_report_only_warns(sweep, monkeypatch):
+    summary, _ = sweep
+    before = (summary.directory / "report.html").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(report, "trials_table", broken)
+    said: list[str] = []
+    assert report.try_write_report(summary.directory, say=said.append) is None
+    assert len(said) == 1 and "could not write the report" in said[0] and "disk on fire" in said[0]
+    assert (summary.directory / "report.html").read_bytes() == before  # the old one is intact
+
+
+def test_report_of_a_missing_experiment_is_a_user_error(tmp_path, capsys):
+    assert main(["report", "nope", "--storage", str(tmp_path)]) == 2
+    assert "no experiment at" in capsys.readouterr().err
+
+
+def _trial(i: int, best: float, **config) -> charts.TrialData:
+    epochs = pd.DataFrame({"training_iteration": [1, 2], "val_accuracy": [best / 2, best],
+                           "val_loss": [1.0, 0.5], "timestamp": [100 + i, 101 + i],
+                           "time_total_s": [1.0, 2.0]})
+    return charts.TrialData(f"abc_{i:05d}", "completed", config, best, epochs)
+
+
+def test_charts_explain_what_the_data_cannot_show():
+    one = [_trial(0, 0.9, units=8)]
+    with pytest.raises(charts.NoChart, match="at least two trials"):
+        charts.parallel_coordinates(charts.study(one, "max", set()), "val_accuracy")
+    constant = [_trial(i, 0.5 + i / 10, units=8, activation="relu") for i in range(3)]
+    with pytest.raises(charts.NoChart, match="no hyperparameter took more than one value"):
+        charts.importances(charts.study(constant, "max", set()), "val_accuracy")
+    assert charts.history(one, "val_accuracy", "max") is not None
+
+
+def test_study_handles_categorical_boolean_log_and_conditional_params():
+    trials = [_trial(0, 0.90, optimizer="adam", batch_norm=True, learning_rate=1e-3, units=32),
+              _trial(1, 0.95, optimizer="sgd", batch_norm=False, learning_rate=1e-2, units=64,
+                     momentum=0.9),
+              _trial(2, 0.80, optimizer="adam", batch_norm=True, learning_rate=1e-4, units=16),
+              charts.TrialData("abc_00003", "error", {"units": 8}, math.nan)]
+    study = charts.study(trials, "max", {"learning_rate"})
+    assert len(study.trials) == 3  # the trial without a result is left out
+    dists = study.trials[1].distributions
+    assert dists["learning_rate"].log and dists["optimizer"].choices == ("adam", "sgd")
+    assert "momentum" not in study.trials[0].params  # only the branch a trial took
+    fig, scores = charts.importances(study, "val_accuracy")
+    assert set(scores) == {"batch_norm", "learning_rate", "optimizer", "units"}  # shared ones
+    assert math.isclose(sum(scores.values()), 1.0, abs_tol=1e-6)
+    for draw in (charts.parallel_coordinates, charts.slices):
+        assert draw(study, "val_accuracy").axes
+    assert "fANOVA" in fig.axes[0].get_title(loc="left")
