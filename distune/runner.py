@@ -13,7 +13,8 @@ from typing import Any, Callable
 from distune.config import Experiment, storage_root, trial_space
 from distune.errors import DistuneError, Interrupted
 from distune.storage import (checkpoint_path, is_uri, join, local_copy, mirror, prepare_remote,
-                             publish, refresh, remote_of, root_of, sibling, taken_error, where)
+                             publish, refresh, remote_of, resume_command, root_of, sibling,
+                             taken_error, where)
 from distune.results import (BEST_FILE, CONFIG_FILE, MODEL_FILE, TABLE_FILE, open_analysis,
                              trials_table, write_atomic, write_json)
 
@@ -94,14 +95,17 @@ def prepare_directory(directory: Path, overwrite: bool) -> None:
 
 
 def start_ray(exp: Experiment, verbose: bool) -> bool:
-    """Connect to `run.address`, or start a private local Ray (no dashboard). Returns whether
-    we started it (and so should shut it down)."""
+    """Connect to `run.address` (else $RAY_ADDRESS, which Ray's Jobs API sets for a job's
+    driver), or start a private local Ray without a dashboard: never silently join a cluster
+    that someone started with `ray start` on this machine. Returns whether we started it (and
+    so should shut it down)."""
     import ray
 
     if ray.is_initialized():
         return False
     env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
-    ray.init(address=exp.run.address, include_dashboard=False, log_to_driver=verbose,
+    address = exp.run.address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.CRITICAL,
              runtime_env={"env_vars": env} if env else None)
     if not verbose:  # ray.init configures Ray's loggers; quiet Tune's after it
@@ -336,7 +340,7 @@ def _sweep(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
     trials = open_analysis(state_dir or directory).trials
     if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
         raise Interrupted(f"interrupted: the sweep's state is saved in {where(directory)}. Resume "
-                          f"it with: distune resume {directory.name} --storage {root_of(directory)}")
+                          f"it with: {resume_command(directory)}")
 
 
 def load_data(exp: Experiment):

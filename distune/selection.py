@@ -152,13 +152,13 @@ def retrain(exp: Experiment, directory: Path, splits, configs: list[dict], verbo
     select_dir = directory / SELECT_DIR
     data = splits.for_trials()
     if tune.Tuner.can_restore(where(select_dir)):
-        say(f"distune: continuing the re-evaluation in {select_dir}")
+        say(f"distune: continuing the re-evaluation in {where(select_dir)}")
         make = lambda: tune.Tuner.restore(  # noqa: E731
             where(select_dir), trainable=make_trainable(exp, data), resume_unfinished=True,
             resume_errored=True)
     else:
         say(f"distune: re-evaluating the top {len(configs)} configs with {exp.select.seeds} "
-            f"seeds each ({len(configs) * exp.select.seeds} trials) in {select_dir}")
+            f"seeds each ({len(configs) * exp.select.seeds} trials) in {where(select_dir)}")
         make = lambda: build_select_tuner(exp, data, directory, configs, verbose, say)  # noqa: E731
     _sweep(exp, verbose, make, say, state_dir=select_dir)
     return select_dir
@@ -196,7 +196,7 @@ def reevaluate(exp: Experiment, directory: Path, splits, analysis, verbose: bool
     ranking = gather(search, open_analysis(select_dir).trials, exp)
     best = ranking[0]
     if not best.runs:
-        raise DistuneError(f"no retrain in {select_dir} saved a checkpoint with a finite "
+        raise DistuneError(f"no retrain in {where(select_dir)} saved a checkpoint with a finite "
                            f"{exp.search.metric}; see each trial's error.txt there.")
     order = sorted(range(len(best.runs)), key=lambda i: best.scores[i],
                    reverse=exp.search.mode == "max")

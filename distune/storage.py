@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import shutil
 import tempfile
 import urllib.parse
@@ -134,9 +135,10 @@ def checkpoint_path(trial, checkpoint) -> Path:
 
 def local_copy(path: Path) -> Path:
     """`path` itself, its files first downloaded if it is in a mirror (a checkpoint, say)."""
-    if where(path) != str(path):
-        _download(where(path), Path(path), with_checkpoints=True)
-    return Path(path)
+    path = Path(path)
+    if _mirror_of(path):
+        _download(where(path), path, with_checkpoints=True)
+    return path
 
 
 def publish(directory: Path) -> None:
@@ -184,6 +186,7 @@ def probe(uri: str) -> None:
     test = f"{path.rstrip('/')}/.distune-write-test-{uuid.uuid4().hex[:8]}"
 
     def write_and_delete() -> None:
+        fs.create_dir(path, recursive=True)
         with fs.open_output_stream(test) as out:
             out.write(b"ok")
         fs.delete_file(test)
@@ -191,11 +194,15 @@ def probe(uri: str) -> None:
     _call(uri, write_and_delete)
 
 
+def resume_command(directory: Path) -> str:
+    """Quoted for the shell: a URI's query holds `&`."""
+    return f"distune resume {directory.name} --storage {shlex.quote(root_of(directory))}"
+
+
 def taken_error(directory: Path) -> DistuneError:
     return DistuneError(f"experiment {directory.name!r} already exists at {where(directory)}. "
-                        f"Continue it with `distune resume {directory.name} --storage "
-                        f"{root_of(directory)}`, pick another --name, or pass --overwrite "
-                        "to replace it.")
+                        f"Continue it with `{resume_command(directory)}`, pick another --name, "
+                        "or pass --overwrite to replace it.")
 
 
 def _call(uri: str, fn, *args):
@@ -228,12 +235,16 @@ def _download(uri: str, local: Path, with_checkpoints: bool) -> None:
             continue  # unchanged since this process copied it
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(f".{target.name}.part")
-        with _call(uri, fs.open_input_stream, info.path) as src, part.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
+        _call(uri, _copy_down, fs, info.path, part)
         if info.mtime_ns is not None:
             os.utime(part, ns=(info.mtime_ns, info.mtime_ns))
         os.replace(part, target)
         synced[key] = _stamp(target)
+
+
+def _copy_down(fs, path: str, local: Path) -> None:
+    with fs.open_input_stream(path) as src, local.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def _stamp(file: Path) -> tuple[int, int]:
@@ -241,8 +252,8 @@ def _stamp(file: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _mirror_of(local: Path) -> Path:
-    return next(m for m in _mirrors.values() if local == m or m in local.parents)
+def _mirror_of(local: Path) -> Path | None:
+    return next((m for m in _mirrors.values() if local == m or m in local.parents), None)
 
 
 def _upload(fs, file: Path, path: str) -> None:

@@ -5,7 +5,10 @@ back, an interrupted sweep resumes from the bucket alone. Plus the path/URI help
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shlex
 import shutil
 import signal
 from functools import partial
@@ -32,6 +35,7 @@ def s3():
     moto = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
     import pyarrow.fs as pafs
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request
     server = moto.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -91,7 +95,7 @@ def test_taken_name_overwrite_and_unwritable_bucket(s3):
     assert files(fs, "prep/one") == {"distune.yaml"}
     with pytest.raises(DistuneError) as e:
         storage.prepare_remote(directory, overwrite=False)
-    assert f"distune resume one --storage {uri(s3, 'prep')}" in str(e.value)
+    assert f"distune resume one --storage '{uri(s3, 'prep')}'" in str(e.value)
     storage.prepare_remote(directory, overwrite=True)
     assert files(fs, "prep/one") == set() and not any(directory.iterdir())
     with pytest.raises(DistuneError, match="no experiment at"):
@@ -116,16 +120,25 @@ def test_fetch_downloads_all_but_checkpoints_and_publish_uploads_new_files(s3):
                                      "t1/checkpoint_000001/model.keras"}
 
 
-def interrupt_after_first_epoch():
-    """What Ctrl-C does to a sweep, sent from inside it once the first epoch is reported."""
+def test_other_filesystems_get_whole_files_by_rename(tmp_path):
+    directory = storage.mirror(f"file://{tmp_path}/store/exp")
+    storage.prepare_remote(directory, overwrite=False)
+    (directory / "report").mkdir()
+    (directory / "report" / "history.png").write_bytes(b"png")
+    storage.publish(directory)
+    assert [p.name for p in (tmp_path / "store" / "exp").rglob("*")] == ["report", "history.png"]
+
+
+def interrupt_after_first_epoch(marker: Path):
+    """What Ctrl-C does to a sweep, sent from inside it once the first epoch is reported. Tune
+    pickles its callbacks with the sweep's state, so `marker` says it was sent: not again on
+    resume."""
     from ray import tune
 
     class Interrupt(tune.Callback):
-        sent = False
-
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if not self.sent:
-                self.sent = True
+            if not marker.exists():
+                marker.touch()
                 os.kill(os.getpid(), signal.SIGUSR1)  # Tune's handler: save the state, stop
 
     return Interrupt()
@@ -141,8 +154,8 @@ def test_sweep_on_s3_resumes_from_the_bucket_and_shows(ray_local, mnist_path, tm
     root = uri(s3, "results")
     exp = experiment(mnist_path, tmp_path, run={"storage": root, "name": "sweep"})
     monkeypatch.setattr(runner, "build_tuner", partial(runner.build_tuner,
-                                                       callbacks=[interrupt_after_first_epoch()]))
-    with pytest.raises(Interrupted, match=f"distune resume sweep --storage {root}"):
+                                                       callbacks=[interrupt_after_first_epoch(tmp_path / "sent")]))
+    with pytest.raises(Interrupted, match=re.escape(f"distune resume sweep --storage {shlex.quote(root)}")):
         runner.run(exp, "t")
     monkeypatch.undo()
     assert "distune.yaml" in files(fs, "results/sweep")  # written before the sweep started
