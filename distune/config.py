@@ -394,20 +394,32 @@ def _semantic_problems(exp: Experiment) -> list[tuple[str, str]]:
 
 
 def _selection_problems(exp: Experiment, countable: bool) -> list[tuple[str, str]]:
-    """select.top_k within the sweep's trials and without pbt; cv folds big enough to score."""
+    """select.top_k within the configs the sweep tries, and without pbt; cv folds big enough to score."""
     problems = []
     top_k, folds, images = exp.select.top_k, exp.search.cv_folds, exp.data.train_subset
     if top_k > 1 and exp.schedule.scheduler == "pbt":
         problems.append(("select.top_k", "pbt trials change their config as they train; a "
                          "config retrained from scratch is not what scored. Use 0 with pbt"))
-    elif top_k > 1 and countable and top_k > exp.planned_trials:
-        problems.append(("select.top_k", f"{top_k} is more than the {exp.planned_trials} trials "
-                         "the sweep runs; lower it or raise search.num_samples"))
+    elif top_k > 1 and countable and top_k > (n := _distinct_configs(exp)):
+        problems.append(("select.top_k", f"{top_k} is more than the {n} distinct config"
+                         f"{'s' if n != 1 else ''} the sweep can try; lower it, or widen the "
+                         "search (search.num_samples, model.space)"))
     if folds > 1 and images is not None and images // folds < MIN_FOLD_IMAGES:
         problems.append(("search.cv_folds", f"{folds} folds of data.train_subset={images} images "
                          f"leave fewer than {MIN_FOLD_IMAGES} per fold; use at most "
                          f"{max(1, images // MIN_FOLD_IMAGES)} folds or more images"))
     return problems
+
+
+def _distinct_configs(exp: Experiment) -> int:
+    """At most how many different configs the sweep tries: its trials, or fewer when the
+    space is discrete (a grid repeated num_samples times still has one config per point)."""
+    params = exp.model.params
+    try:
+        points = len(enumerate_space(params)) if is_conditional(params) else grid_points(params, True)
+    except ValueError:  # a continuous range: every trial may differ
+        return exp.planned_trials
+    return min(points, exp.planned_trials)
 
 
 def _grid_problems(params: dict[str, Param], path: str) -> list[tuple[str, str]]:

@@ -435,7 +435,12 @@ def _plan(exp: Experiment, splits, directory: Path) -> str:
     points = grid_points(exp.model.params, exp.search.searcher in ENUMERATING)
     trials = exp.planned_trials
     grid = f" ({points} grid points x {exp.search.num_samples})" if points > 1 else ""
+    folds, n_val = exp.search.cv_folds, len(splits.x_val)
+    data = (f"{len(splits.x_train) + n_val} images in {folds} cross-validation folds" if folds > 1
+            else f"{len(splits.x_train)} train / {n_val} validation images")
+    select = (f"; then the top {exp.select.top_k} configs retrained with {exp.select.seeds} seeds "
+              "each" if exp.select.top_k > 1 else "")
     return (f"distune: {exp.run.name}: {trials} trials{grid}, searcher {exp.search.searcher}, "
             f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs each on "
-            f"{len(splits.x_train)} train / {len(splits.x_val)} validation images\n"
+            f"{data}{select}\n"
             f"distune: results in {where(directory)}")

@@ -27,7 +27,6 @@ from distune.config import Experiment
 from distune.errors import DistuneError
 from distune.results import open_analysis, write_atomic
 from distune.storage import where
-from distune.training import trial_hyperparams
 from distune.winner import Winner, evaluate_checkpoint, ranked
 
 SELECT_DIR = "select"
@@ -224,7 +223,7 @@ def describe(selection: Selection, exp: Experiment) -> str:
     """The ranking as a person reads it, ending with the winner's test spread."""
     metric = exp.search.metric
     lines = [f"Top {len(selection.ranking)} configs retrained with {exp.select.seeds} seeds each "
-             f"({metric}, mean ± std; search's single run in brackets):"]
+             f"({metric}, mean ± std; the search's single run in parentheses):"]
     for i, c in enumerate(selection.ranking, 1):
         std = f"{c.std:.4f}" if math.isfinite(c.std) else "n/a"
         failed = f", {c.failed} failed" if c.failed else ""
