@@ -391,7 +391,8 @@ def prune(sweep: Path, keep: int, tonight: str, say: Callable[[str], None]) -> N
     nights = sorted(d for d in (sweep / NIGHTS_DIR).iterdir() if d.is_dir())
     pruned = []
     for night in (n for n in nights[:-keep] if n.name != tonight):
-        victims = [c for c in night.glob("*/checkpoint_*") if c.is_dir()]
+        victims = [c for pattern in ("*/checkpoint_*", "select/*/checkpoint_*")
+                   for c in night.glob(pattern) if c.is_dir()]
         for victim in victims:
             shutil.rmtree(victim, ignore_errors=True)
         model = night / MODEL_FILE
