@@ -338,9 +338,20 @@ def _sweep(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
     directory = experiment_dir(exp)
     refresh(directory)
     trials = open_analysis(state_dir or directory).trials
-    if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    if unfinished and _left_paused_by_hyperband(exp, unfinished) and state_dir is None:
+        say(f"distune: HyperBand left {len(unfinished)} trial(s) paused in brackets it never "
+            "completed; they count as stopped by the scheduler")
+    elif unfinished:
         raise Interrupted(f"interrupted: the sweep's state is saved in {where(directory)}. Resume "
                           f"it with: {resume_command(directory)}")
+
+
+def _left_paused_by_hyperband(exp: Experiment, unfinished: list) -> bool:
+    """Tune's HyperBand can end a sweep with trials still PAUSED in a bracket that never
+    filled: nothing is running or pending, so the sweep is over, not interrupted."""
+    return (exp.schedule.scheduler in ("hyperband", "hyperband_bohb")
+            and all(t.status == "PAUSED" for t in unfinished))
 
 
 def load_data(exp: Experiment):

@@ -119,3 +119,19 @@ def test_gpu_trials_wait_for_an_autoscaler_that_can_add_gpu_nodes(ray_local, mni
     monkeypatch.setattr(runner, "_node_types_to_add", lambda: [{"CPU": 8.0}])
     with pytest.raises(DistuneError, match="largest node type has 8 CPUs and 0 GPUs"):
         runner.check_resources(exp)
+
+
+def test_trials_hyperband_leaves_paused_end_the_sweep_not_interrupt_it(mnist_path, tmp_path):
+    # Seen with random + hyperband, 12 trials: Tune ended the sweep with two trials PAUSED in a
+    # bracket that never filled. That is a finished sweep; PAUSED beside RUNNING/PENDING, or
+    # under another scheduler, is an interrupted one.
+    from types import SimpleNamespace as T
+
+    from distune.runner import _left_paused_by_hyperband
+
+    hb = experiment(mnist_path, tmp_path, schedule={"scheduler": "hyperband"})
+    asha = experiment(mnist_path, tmp_path, schedule={"scheduler": "asha"})
+    assert _left_paused_by_hyperband(hb, [T(status="PAUSED"), T(status="PAUSED")])
+    assert not _left_paused_by_hyperband(hb, [T(status="PAUSED"), T(status="RUNNING")])
+    assert not _left_paused_by_hyperband(hb, [T(status="PENDING")])
+    assert not _left_paused_by_hyperband(asha, [T(status="PAUSED")])
