@@ -31,14 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SPACE = {
-    "hidden_layers": {"int": [1, 3]},
-    "units": {"choice": [64, 128, 256, 512]},
-    "activation": {"choice": ["relu", "elu", "tanh", "sigmoid"]},
-    "dropout": {"uniform": [0.0, 0.5]},
-    "learning_rate": {"loguniform": [1.0e-4, 1.0e-2]},
-    "batch_size": {"choice": [64, 128, 256]},
-}
+from search_quality import SPACE  # noqa: E402  (this folder is on sys.path when run)
+
 TARGETS = {"ratio": 1.10, "efficiency": 0.90, "startup_s": 1.0}
 
 
