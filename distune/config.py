@@ -123,6 +123,7 @@ class RunSection(Section):
     max_failures: int = Field(2, ge=0, description="retries of a failed trial, from its last checkpoint")
     stop: dict[str, float] = Field(default_factory=dict, description="end the sweep once metric >= value (<= for *loss)")
     time_budget_s: float | None = Field(None, gt=0, description="end the sweep after this many seconds")
+    report: bool = Field(True, description="write report.html at the end (`distune report` writes it any time)")
     mlflow: str | None = Field(None, description="MLflow tracking URI (sqlite:///path/mlflow.db, http://host:5000): one MLflow run per trial; needs distune[mlflow]")
 
     @field_validator("name")
@@ -249,7 +250,29 @@ def load_experiment(source: str | None = None, overrides: list[str] = (),
         except yaml.YAMLError:
             parsed = value
         _set_path(raw, key.strip(), parsed)
+    _anchor_paths(raw)
     return validate(raw, label), stem
+
+
+def local_path(value: str) -> bool:
+    """A path on this machine (not a URI), written relative to the current directory."""
+    return "://" not in value and not value.startswith("~") and not os.path.isabs(value)
+
+
+def _anchor_paths(raw: dict) -> None:
+    """Relative data.path, run.storage and warm-start directories, anchored to the caller's directory now: the saved
+    config (distune.yaml, a submitted job's file) then means the same from any directory or
+    process. `~` stays as written, so it names the home of the machine that runs the job."""
+    for section, key in (("data", "path"), ("run", "storage")):
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key] and local_path(node[key]):
+            node[key] = os.path.abspath(node[key])
+    search = raw.get("search")
+    sources = search.get("warm_start") if isinstance(search, dict) else None
+    if isinstance(sources, (str, list)):  # a directory here, not a sibling experiment's name
+        anchored = [os.path.abspath(s) if isinstance(s, str) and local_path(s) and os.path.isdir(s)
+                    else s for s in ([sources] if isinstance(sources, str) else sources)]
+        search["warm_start"] = anchored[0] if isinstance(sources, str) else anchored
 
 
 def validate(raw: dict, label: str = "experiment") -> Experiment:

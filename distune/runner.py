@@ -426,7 +426,7 @@ def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: fl
         "refit": refit, "checkpoint": where(best.checkpoint_dir), "model": MODEL_FILE,
         **(selection.summary(exp.search.metric) if selection else {}),
     })
-    report = try_write_report(directory, splits, say)
+    report = try_write_report(directory, splits, say) if exp.run.report else None
     try_log_winner(exp, directory, best.trial_id, {"test_accuracy": test_acc,
                                                    "test_loss": test_loss}, say)
     publish(directory)  # for a URI: every file written here since the sweep

@@ -35,12 +35,8 @@ def configure_tensorflow(threads: int | None = None) -> None:
     if _configured:
         return
     _configured = True
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    tf = import_tensorflow()
     with _stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
-        # TF's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL: silence the fd while it loads.
-        import tensorflow as tf
-
         tf.config.list_physical_devices("GPU")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3":
         tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when a reused actor builds anew
@@ -52,6 +48,18 @@ def configure_tensorflow(threads: int | None = None) -> None:
             tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:  # TF already initialised in this process: keep its settings
         pass
+
+
+def import_tensorflow():
+    """TensorFlow and Keras imported, no op run: what distune.zygote forks from."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    with _stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
+        # TF's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL: silence the fd while it loads.
+        import tensorflow as tf
+
+        import distune.model  # noqa: F401 - Keras, and the model builder
+    return tf
 
 
 @contextlib.contextmanager

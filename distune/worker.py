@@ -3,23 +3,28 @@
 TensorFlow keeps a few MB of every model it has trained for the life of its process
 (`keras.backend.clear_session()` does not give it back), so an actor reused for 50 trials grows
 trial after trial. The actor therefore trains in a child process and replaces that child every
-`RECYCLE_AFTER` trials: memory stays flat, and TensorFlow's import is still paid once per ten
-trials, not once per trial. The child dies with the actor (a killed worker leaves no orphan).
+`RECYCLE_AFTER` trials: memory stays flat. The child is forked by the node's zygote
+(distune.zygote), which has imported TensorFlow once, so a new child costs a fork, not a 6 s
+import; without a zygote it is spawned. The child dies with the actor (a killed worker leaves
+no orphan).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
+import signal
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-RECYCLE_AFTER = 10  # trials per child process: ~45 MB of TF residue at most, ~0.4 s/trial start-up
+RECYCLE_AFTER = 10  # trials per child process: ~45 MB of TF residue at most
 
 
 def share_arrays(data: dict[str, np.ndarray]) -> Path:
@@ -57,9 +62,20 @@ def _die_with_parent() -> None:
         pass  # elsewhere the closed pipe ends the child at its next message
 
 
-def _serve(conn, data_dir: str, threads: int) -> None:
-    """The child's loop: build a `Training` per trial and run the actor's calls on it."""
+def preload() -> None:
+    """What every training process imports; distune.zygote does it once and forks."""
+    from distune.training import import_tensorflow
+
+    import_tensorflow()
+
+
+def _serve_spawned(conn, data_dir: str, threads: int) -> None:
     _die_with_parent()
+    serve_trials(conn, data_dir, threads)
+
+
+def serve_trials(conn, data_dir: str, threads: int) -> None:
+    """The child's loop: build a `Training` per trial and run the actor's calls on it."""
     from distune.training import Training, configure_tensorflow, make_training
 
     configure_tensorflow(threads)
@@ -101,12 +117,71 @@ def _portable(e: Exception) -> Exception:
         return RuntimeError("".join(traceback.format_exception(e)))
 
 
+class _Spawned:
+    """A training process this actor spawned itself (where no zygote is to be had)."""
+
+    def __init__(self, data_dir: str, threads: int) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded actor
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve_spawned, args=(child, data_dir, threads),
+                                   daemon=True, name="distune-training")
+        self.process.start()
+        child.close()
+        self.pid = self.process.pid
+
+    def exitcode(self) -> int | None:
+        return self.process.exitcode
+
+    def stop(self, timeout: float) -> None:
+        self.process.join(timeout=timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class _Forked:
+    """A training process forked by the node's zygote: not our child, so it is watched and
+    stopped by pid (it also ends by itself when this actor does)."""
+
+    def __init__(self, data_dir: str, threads: int) -> None:
+        from distune import zygote
+
+        self.conn, self.pid = zygote.fork_child(data_dir, threads)
+
+    def exitcode(self) -> int | None:
+        return None  # the zygote reaps it
+
+    def stop(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while _running(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _new_process(data_dir: str, threads: int):
+    from distune.zygote import Unavailable
+
+    try:
+        return _Forked(data_dir, threads)
+    except Unavailable:
+        return _Spawned(data_dir, threads)
+
+
 class TrainingProcess:
     """The actor's handle on its child: `start` a trial, then `call` Training's methods."""
 
     def __init__(self, data: dict[str, np.ndarray], threads: int) -> None:
         self.data_dir, self.threads = str(share_arrays(data)), threads
-        self.process = self.conn = None
+        self.process = None
         self.trials = 0
 
     def start(self, *training_args: Any) -> None:
@@ -114,22 +189,17 @@ class TrainingProcess:
         `RECYCLE_AFTER` trials."""
         if self.process is None or self.trials >= RECYCLE_AFTER:
             self.close()
-            ctx = multiprocessing.get_context("spawn")  # no fork of a threaded actor
-            self.conn, child = ctx.Pipe()
-            self.process = ctx.Process(target=_serve, args=(child, self.data_dir, self.threads),
-                                       daemon=True, name="distune-training")
-            self.process.start()
-            child.close()
+            self.process = _new_process(self.data_dir, self.threads)
             self.trials = 0
         self.trials += 1
         self.call("start", *training_args)
 
     def call(self, op: str, *args: Any) -> Any:
         try:
-            self.conn.send((op, args))
-            status, value = self.conn.recv()
+            self.process.conn.send((op, args))
+            status, value = self.process.conn.recv()
         except (EOFError, OSError) as e:
-            code = self.process.exitcode if self.process else None
+            code = self.process.exitcode() if self.process else None
             self.process = None
             raise RuntimeError(f"the trial's training process died (exit code {code}); "
                                f"Tune retries the trial from its last checkpoint") from e
@@ -145,12 +215,9 @@ class TrainingProcess:
         if self.process is None:
             return
         try:
-            self.conn.send(("close", ()))
+            self.process.conn.send(("close", ()))
         except OSError:
             pass
-        self.process.join(timeout=10)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-        self.conn.close()
-        self.process = self.conn = None
+        self.process.stop(timeout=10)
+        self.process.conn.close()
+        self.process = None

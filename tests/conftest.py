@@ -15,11 +15,13 @@ for key, value in QUIET_ENV.items():
 
 
 def mnist_file() -> Path:
-    """$DISTUNE_MNIST, else the shared copy beside the repository (CI sets the variable)."""
+    """$DISTUNE_MNIST (as the README sets it: relative to the repository root, where the
+    tests run), else the shared copy beside the repository. Absolute from here on, since
+    tests hand it to other processes and directories."""
     path = Path(os.environ.get("DISTUNE_MNIST", REPO.parent / "shared" / "data" / "mnist.npz"))
     if not path.is_file():
         pytest.exit(f"real MNIST not found at {path}; set DISTUNE_MNIST to Keras's mnist.npz", 2)
-    return path
+    return path.resolve()
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +52,8 @@ def ray_local():
 
 
 def experiment(mnist_path, tmp_path, **sections):
-    """A small, fast experiment on a real MNIST slice, with `sections` merged over it."""
+    """A small, fast experiment on a real MNIST slice, with `sections` merged over it. No
+    report (2-4 s a sweep): the sweeps that test it (`reported_sweep`) turn it on."""
     from distune.config import validate
 
     raw = {
@@ -60,8 +63,31 @@ def experiment(mnist_path, tmp_path, **sections):
         "search": {"searcher": "random", "num_samples": 2},
         "schedule": {"scheduler": "fifo"},
         "resources": {"cpus_per_trial": 1},
-        "run": {"storage": str(tmp_path / "results"), "name": "t", "seed": 0},
+        "run": {"storage": str(tmp_path / "results"), "name": "t", "seed": 0, "report": False},
     }
     for section, values in sections.items():
         raw[section] = {**raw.get(section, {}), **values}
     return validate(raw, "test experiment")
+
+
+@pytest.fixture(scope="session")
+def reported_sweep(ray_local, mnist_path, tmp_path_factory):
+    """One sweep that the grid x ASHA, report, TensorBoard and MLflow tests all read: a 2x2
+    grid, 3 epochs, ASHA halving (some trials complete, some are stopped early), the report
+    written at the end and one MLflow run per trial. Returns (summary, progress lines, the
+    MLflow URI)."""
+    from distune.runner import run
+
+    tmp = tmp_path_factory.mktemp("reported")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    exp = experiment(mnist_path, tmp,
+                     model={"space": {"hidden_layers": 1, "units": {"choice": [8, 32]},
+                                      "learning_rate": {"choice": [1e-4, 3e-3]}}},
+                     train={"epochs": 3},
+                     search={"searcher": "grid", "num_samples": 1},
+                     schedule={"scheduler": "asha",
+                               "options": {"grace_period": 1, "reduction_factor": 2}},
+                     run={"report": True, "mlflow": uri})
+    lines: list[str] = []
+    summary = run(exp, "t", say=lines.append)
+    return summary, lines, uri

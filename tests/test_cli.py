@@ -19,23 +19,28 @@ def distune(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
 
 @pytest.mark.slow
 def test_run_then_show(mnist_path, tmp_path):
+    """`distune run` of the default preset, as scripts/bench/default_preset.py --quick runs it
+    (so this also keeps that script working), then `distune show` of its results."""
     storage = str(tmp_path / "store")
-    r = distune("run", "--data", str(mnist_path), "--storage", storage, "--name", "cli",
-                "--samples", "2", "--set", "train.epochs=1", "--set", "data.train_subset=1000",
-                "--set", "model.space.units={choice: [16, 32]}", "--set", "model.space.hidden_layers=1")
+    r = subprocess.run([sys.executable, "scripts/bench/default_preset.py", "--quick", "--data",
+                        str(mnist_path), "--storage", storage], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "test accuracy: 0." in r.stdout and "Traceback" not in r.stdout + r.stderr
     assert "epoch   1/1" in r.stdout
-    best = json.loads((tmp_path / "store" / "cli" / "best.json").read_text())
-    assert best["config"]["units"] in (16, 32)
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("default_preset_test_accuracy: 0.")
+    best = json.loads((tmp_path / "store" / "bench" / "best.json").read_text())
+    assert float(last.split(": ")[1]) == pytest.approx(best["test_accuracy"], abs=1e-4)
+    assert (tmp_path / "store" / "bench" / "report.html").is_file()  # on by default
 
-    s = distune("show", "cli", "--storage", storage)
+    s = distune("show", "bench", "--storage", storage)
     assert s.returncode == 0, s.stderr
     assert "2 trials, ranked by best val_accuracy" in s.stdout and best["trial"] in s.stdout
     assert s.stdout.index(best["trial"]) < s.stdout.rindex("completed")
     assert f"winner: {best['trial']}" in s.stdout
 
-    again = distune("run", "--data", str(mnist_path), "--storage", storage, "--name", "cli")
+    again = distune("run", "--data", str(mnist_path), "--storage", storage, "--name", "bench")
     assert again.returncode == 2 and "already exists" in again.stderr
 
 

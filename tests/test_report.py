@@ -1,4 +1,4 @@
-"""report.html and its charts: from one real small sweep, opened in a real headless Chromium."""
+"""report.html and its charts: from one real small sweep (conftest.reported_sweep), opened in a real headless Chromium."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import experiment
 from distune import charts, report
 from distune.cli import main
-from distune.runner import run
 
 CHARTS = ["confusion", "misclassified", "history", "curves", "parallel", "importance", "slices"]
 SECTIONS = ["winner", "history", "curves", "parallel", "importance", "slices", "trials"]
@@ -24,17 +22,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def sweep(ray_local, mnist_path, tmp_path_factory):
-    """A 2x2 grid, 3 epochs, ASHA halving: some trials complete, some are stopped early."""
-    exp = experiment(mnist_path, tmp_path_factory.mktemp("report"),
-                     model={"space": {"hidden_layers": 1, "units": {"choice": [8, 32]},
-                                      "learning_rate": {"choice": [1e-4, 3e-3]}}},
-                     train={"epochs": 3},
-                     search={"searcher": "grid", "num_samples": 1},
-                     schedule={"scheduler": "asha",
-                               "options": {"grace_period": 1, "reduction_factor": 2}})
-    lines: list[str] = []
-    summary = run(exp, "t", say=lines.append)
+def sweep(reported_sweep):
+    """conftest's reported sweep: a 2x2 grid, 3 epochs, ASHA halving."""
+    summary, lines, _ = reported_sweep
     return summary, lines
 
 

@@ -40,15 +40,9 @@ def test_random_fifo_sweep_end_to_end(ray_local, mnist_path, tmp_path):
     assert any("completed after 2 epochs" in line for line in lines)
 
 
-def test_grid_asha_sweep(ray_local, mnist_path, tmp_path):
-    exp = experiment(mnist_path, tmp_path,
-                     model={"space": {"hidden_layers": 1, "units": {"choice": [8, 32]},
-                                      "learning_rate": {"choice": [1e-4, 3e-3]}}},
-                     train={"epochs": 3},
-                     search={"searcher": "grid", "num_samples": 1},
-                     schedule={"scheduler": "asha", "options": {"grace_period": 1, "reduction_factor": 2}})
-    s = run(exp, "t", say=lambda _: None)
-    table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")
+def test_grid_asha_sweep(reported_sweep):
+    s, _, _ = reported_sweep
+    table = pd.read_csv(s.directory / "results.csv")
     assert s.trials == 4
     pairs = set(zip(table["config/units"], table["config/learning_rate"]))
     assert pairs == {(8, 1e-4), (8, 3e-3), (32, 1e-4), (32, 3e-3)}
@@ -78,22 +72,22 @@ def test_stop_target_ends_the_sweep(ray_local, mnist_path, tmp_path):
     assert s.test_accuracy > 0
 
 
-def test_refit_retrains_on_train_and_validation(ray_local, mnist_path, tmp_path):
-    exp = experiment(mnist_path, tmp_path, search={"num_samples": 1})
-    s = run(exp, "t", refit=True, say=lambda _: None)
-    best = json.loads((tmp_path / "results" / "t" / "best.json").read_text())
-    assert s.refit and best["refit"] and 0.5 < best["test_accuracy"] <= 1.0
-    assert not list((tmp_path / "results" / "t").glob(".refit-*"))
-
-
-def test_existing_experiment_is_never_overwritten_silently(ray_local, mnist_path, tmp_path):
+def test_refit_and_an_existing_experiment_is_never_overwritten_silently(ray_local, mnist_path,
+                                                                        tmp_path):
     from distune.errors import DistuneError
 
-    exp = experiment(mnist_path, tmp_path, search={"num_samples": 1}, train={"epochs": 1})
-    run(exp, "t", say=lambda _: None)
+    exp = experiment(mnist_path, tmp_path, search={"num_samples": 1})
+    earlier = tmp_path / "results" / "t"
+    earlier.mkdir(parents=True)
+    (earlier / "distune.yaml").write_text("an earlier run's\n")
     with pytest.raises(DistuneError, match="already exists.*--overwrite"):
         run(exp, "t", say=lambda _: None)
-    run(exp, "t", overwrite=True, say=lambda _: None)
+    assert (earlier / "distune.yaml").read_text() == "an earlier run's\n"
+    s = run(exp, "t", overwrite=True, refit=True, say=lambda _: None)
+    best = json.loads((earlier / "best.json").read_text())
+    assert s.refit and best["refit"] and 0.5 < best["test_accuracy"] <= 1.0
+    assert not list(earlier.glob(".refit-*"))
+    assert (earlier / "distune.yaml").read_text() != "an earlier run's\n"  # replaced
 
 
 def test_impossible_resources_are_refused(ray_local, mnist_path, tmp_path):

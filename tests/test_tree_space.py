@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import pandas as pd
@@ -47,6 +49,18 @@ def test_every_branch_builds_and_trains(small_splits):
     assert len(configs) == exp.planned_trials == 3 * 5 * 2  # (mlp, cnn x2) x (adam, sgd x4) x units
     for c in configs:
         only_live_keys(c)
+        Hyperparams.model_validate(c)
+    # Build and train the configs that between them take every branch and every value, and
+    # every architecture with every optimizer (8 of the 30: builds cost ~1.3 s each).
+    seen, covering = set(), []
+    for c in configs:
+        facts = {(k, repr(v)) for k, v in c.items()} | {(c["architecture"], c["optimizer"])}
+        if facts - seen:
+            seen |= facts
+            covering.append(c)
+    assert len(covering) < 10 and {(c["architecture"], c["optimizer"]) for c in covering} == {
+        (a, o) for a in ("mlp", "cnn") for o in ("adam", "sgd")}
+    for c in covering:
         hp = Hyperparams.model_validate(c)
         model = build_model(hp, 10, 1)
         x = small_splits.x_train[:32].reshape((-1, *input_shape(hp.architecture)))
@@ -73,6 +87,8 @@ def test_malformed_branch():
 @pytest.mark.slow
 @pytest.mark.parametrize("searcher", ["random", "grid", "hyperopt", "optuna"])
 def test_real_sweep_over_a_tree(searcher, ray_local, mnist_path, tmp_path):
+    """Also each of these searchers' real sweep with the fifo scheduler (see
+    test_search_algorithms.PAIRS)."""
     space = ENUMERABLE if searcher == "grid" else TREE
     if searcher == "grid":  # keep it small: drop the cnn branch's second filter count
         space = {**space, "architecture": {"choice": ["mlp", {"value": "cnn", "space": {
@@ -86,4 +102,5 @@ def test_real_sweep_over_a_tree(searcher, ray_local, mnist_path, tmp_path):
         config = {k.removeprefix("config/"): v for k, v in row.items()
                   if k.startswith("config/") and not pd.isna(v)}
         only_live_keys(config)
-    assert set(table.status) == {"completed"}
+    assert set(table.status) == {"completed"} and set(table.epochs) == {1}
+    assert math.isfinite(s.test_accuracy) and s.best_config["architecture"] in ("mlp", "cnn")
