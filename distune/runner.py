@@ -326,7 +326,10 @@ def _sweep(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
     directory itself (the select stage's subdirectory)."""
     import ray
 
+    from distune.training import warm_up_tensorflow
+
     owns_ray = start_ray(exp, verbose)
+    warm_up_tensorflow()  # for finish(), which tests the winner
     try:
         check_resources(exp, say)
         make_tuner().fit()

@@ -9,9 +9,11 @@ exactly what was validated, whatever distune version its image holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -109,6 +111,47 @@ def connect(address: str, headers: dict[str, str]):
         raise DistuneError(f"{address} answered, but not as a Ray Jobs API: {e}") from None
 
 
+def head_host(client) -> str | None:
+    """The cluster's head node's host name, from its state API (None when it will not say)."""
+    try:
+        reply = client._do_request("GET", "/api/v0/nodes?detail=1&limit=100")
+        nodes = reply.json()["data"]["result"]["result"]
+        return next(n.get("node_name") or n.get("node_ip") for n in nodes if n.get("is_head_node"))
+    except Exception:  # noqa: BLE001 - an older or stand-in server: no answer, no harm
+        return None
+
+
+def path_notes(exp: Experiment, head: str | None) -> list[str]:
+    """What the user should know about local paths in a job (made absolute where it was
+    submitted, by load_experiment): they are read on the cluster, which may be elsewhere."""
+    if head is not None and head in _this_machine():
+        return []  # the cluster runs on this machine: the same files
+    where = f"the cluster's head node ({head})" if head else "the cluster's head node"
+    notes = []
+    if exp.data.path and "://" not in exp.data.path:
+        found = "exists here" if Path(exp.data.path).expanduser().is_file() else "is not on this machine"
+        notes.append(f"data.path {exp.data.path} ({found}) is read on {where}, not on this "
+                     "machine; if it is not there too, the job stops at once with 'MNIST file "
+                     "not found'. Copy it there (or to storage every node shares) and pass "
+                     "that path, or drop --data to use the cluster's Keras cache or download.")
+    if "://" not in exp.run.storage and not exp.run.storage.startswith("~"):
+        notes.append(f"run.storage {exp.run.storage} is a directory on {where} and must be "
+                     "writable there (with GPU worker nodes: storage every node shares).")
+    return notes
+
+
+def _this_machine() -> set[str]:
+    """Names and addresses of this machine (Ray names a node by its IP unless told)."""
+    from ray.util import get_node_ip_address
+
+    names = {socket.gethostname(), socket.getfqdn(), "localhost", "127.0.0.1", "::1"}
+    with contextlib.suppress(OSError):
+        names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    with contextlib.suppress(Exception):
+        names.add(get_node_ip_address())  # the address Ray itself would give a node here
+    return names
+
+
 def job_request(exp: Experiment, stem: str, workdir: Path, *, overwrite: bool,
                 refit: bool) -> tuple[str, dict[str, Any]]:
     """Write the resolved config into `workdir`; return the experiment name and the
@@ -142,6 +185,8 @@ def submit_sweep(config: str | None, overrides: list[str], flags: dict[str, Any]
             job_id = client.submit_job(**request)
         except RuntimeError as e:
             raise DistuneError(f"{address} refused the job: {e}") from None
+    for note in path_notes(exp, head_host(client)):
+        print(f"distune: note: {note}", file=out)
     auth = "RAY_AUTH_MODE=token " if headers else ""
     again = (f"follow it with `{auth}ray job logs --follow {job_id} --address {address}`; "
              f"stop it with `{auth}ray job stop {job_id} --address {address}`")

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -26,15 +27,27 @@ CV_FILE = "cv.json"  # in a cross-validated trial's checkpoint: the folds' share
 RETRAIN_KEYS = {"config", "seed"}  # a select-stage retrain's config (see trial_hyperparams)
 
 _configured = False
+_configuring = threading.Lock()
+
+
+def warm_up_tensorflow() -> None:
+    """Configure TensorFlow in a background thread: a driver imports it (~6 s) while its
+    trials train, not after them, when it tests the winner."""
+    threading.Thread(target=configure_tensorflow, daemon=True, name="distune-tf-import").start()
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
     """Match TF's thread pools to the trial's CPUs and let trials share a GPU. Must run before
-    TF executes any op; later calls in the same process (reused actors) do nothing."""
+    TF executes any op; later calls in the same process (reused actors) do nothing; a call
+    during a warm-up waits for it."""
     global _configured
-    if _configured:
-        return
-    _configured = True
+    with _configuring:
+        if not _configured:
+            _configure(threads)
+            _configured = True
+
+
+def _configure(threads: int | None) -> None:
     tf = import_tensorflow()
     with _stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
         tf.config.list_physical_devices("GPU")

@@ -180,3 +180,17 @@ def test_not_a_mapping(tmp_path):
 def test_unknown_preset_or_file():
     with pytest.raises(DistuneError, match="no such file or preset.*Presets: mnist-cnn, mnist-mlp"):
         load_experiment("mnist-mpl")
+
+
+def test_relative_paths_are_anchored_where_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yesterday").mkdir()
+    exp, _ = load_experiment(None, ["search.searcher=hyperopt", "search.warm_start=yesterday"],
+                             {"data": "data/mnist.npz", "storage": "results"})
+    assert exp.data.path == str(tmp_path / "data" / "mnist.npz")
+    assert exp.run.storage == str(tmp_path / "results")
+    assert exp.search.warm_start == str(tmp_path / "yesterday")
+    kept, _ = load_experiment(None, ["search.searcher=hyperopt", "search.warm_start=monday"],
+                              {"data": "~/mnist.npz", "storage": "s3://bucket/x"})
+    assert (kept.data.path, kept.run.storage) == ("~/mnist.npz", "s3://bucket/x")
+    assert kept.search.warm_start == "monday"  # a sibling experiment's name, not a directory

@@ -106,6 +106,25 @@ def test_the_job_runs_the_validated_config_with_this_distune(tmp_path):
     assert not Path(req["runtime_env"]["working_dir"]).exists()  # the temp dir is cleaned up
 
 
+def test_relative_paths_travel_as_absolute_ones_and_remote_paths_are_explained(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist.npz").write_bytes(b"")  # exists here
+    client = FakeClient()  # answers no state API: the head could be anywhere
+    code, out, _ = submit(client, "data.path=mnist.npz", "run.storage=results")
+    shipped = yaml.safe_load(client.shipped_config)
+    assert shipped["data"]["path"] == str(tmp_path / "mnist.npz")
+    assert shipped["run"]["storage"] == str(tmp_path / "results")
+    assert f"note: data.path {tmp_path / 'mnist.npz'} (exists here) is read on the cluster's head" in out
+    assert f"note: run.storage {tmp_path / 'results'} is a directory on the cluster's head" in out
+    from distune.submit import path_notes
+
+    exp = yaml.safe_load(client.shipped_config)
+    assert path_notes(validate(exp), "127.0.0.1") == []  # a cluster on this machine
+    assert "is not on this machine" in path_notes(validate({**exp, "data": {"path": "/nowhere/m.npz"}}),
+                                                  "10.0.0.9")[0]
+
+
 def test_default_name_is_fixed_before_submitting():
     client = FakeClient()
     submit(client)
@@ -246,9 +265,12 @@ def ray_head(tmp_path):
 @pytest.mark.slow
 def test_submit_to_a_real_head(ray_head, mnist_path, tmp_path, monkeypatch, capsys):
     url, token = ray_head
-    args = ["submit", "mnist-mlp", "--address", url, "--data", str(mnist_path), "--samples", "1",
-            "--set", "train.epochs=1", "--set", "data.train_subset=500",
-            "--storage", str(tmp_path / "results"), "--name", "remote"]
+    monkeypatch.chdir(tmp_path)  # paths as a user types them: relative to where they are
+    (tmp_path / "data").mkdir()
+    shutil.copy(mnist_path, tmp_path / "data" / "mnist.npz")
+    args = ["submit", "mnist-mlp", "--address", url, "--data", "data/mnist.npz", "--samples", "1",
+            "--set", "train.epochs=1", "--set", "data.train_subset=500", "--set", "run.report=false",
+            "--storage", "results", "--name", "remote"]
     assert main(args) == 2  # no token: refused before anything is sent
     assert "wants a token" in capsys.readouterr().err
 
@@ -256,4 +278,7 @@ def test_submit_to_a_real_head(ray_head, mnist_path, tmp_path, monkeypatch, caps
     assert main(args) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "SUCCEEDED" in out and "test accuracy" in out
+    assert "note: data.path" not in out  # the head is this machine: the same files
     assert (tmp_path / "results" / "remote" / "best.json").is_file()
+    saved = yaml.safe_load((tmp_path / "results" / "remote" / "distune.yaml").read_text())
+    assert saved["data"]["path"] == str(tmp_path / "data" / "mnist.npz")
