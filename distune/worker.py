@@ -168,12 +168,16 @@ def _running(pid: int) -> bool:
 
 
 def _new_process(data_dir: str, threads: int):
+    """Forked by the zygote; spawned where there is none, or with DISTUNE_ZYGOTE=0 (for a
+    platform where forking after TensorFlow's import misbehaves, and to measure the two)."""
     from distune.zygote import Unavailable
 
-    try:
-        return _Forked(data_dir, threads)
-    except Unavailable:
-        return _Spawned(data_dir, threads)
+    if os.environ.get("DISTUNE_ZYGOTE") != "0":
+        try:
+            return _Forked(data_dir, threads)
+        except Unavailable:
+            pass
+    return _Spawned(data_dir, threads)
 
 
 class TrainingProcess:

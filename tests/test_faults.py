@@ -59,10 +59,12 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
     from distune.runner import corrupt_checkpoints
 
     storage = tmp_path / "store"
-    proc = start_run(mnist_path, storage, "sigint", samples=4, epochs=4)
-    wait_for_lines(proc, lambda ls: sum("epoch   2/4" in line for line in ls) >= 2)
+    proc = start_run(mnist_path, storage, "sigint", 4, 6, "--set", "data.train_subset=6000")
+    lines = wait_for_lines(proc, lambda ls: any("epoch   1/6" in line for line in ls))
     show = distune("show", "sigint", "--storage", str(storage))  # works while it runs
     assert show.returncode == 0 and "4 trials" in show.stdout, show.stderr
+    # Ctrl-C while two trials are part-way: each has a checkpoint and epochs to go.
+    wait_for_lines(proc, lambda ls: sum("epoch   2/6" in line for line in lines + ls) >= 2)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -86,13 +88,13 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
     t = table(storage, "sigint").set_index("trial")
     assert len(t) == 4 and t.loc[victim.trial_id, "status"] == "error"
     rest = t.drop(victim.trial_id)
-    assert set(rest.status) == {"completed"} and set(rest.epochs) == {4}
+    assert set(rest.status) == {"completed"} and set(rest.epochs) == {6}
 
 
 @pytest.mark.parametrize("searcher", ["random", "hyperopt", "optuna"])
 def test_sigkilled_driver_resumes_with_the_same_number_of_trials(searcher, mnist_path, tmp_path):
     storage = tmp_path / "store"
-    proc = start_run(mnist_path, storage, "kill", 6, 2, "--searcher", searcher)
+    proc = start_run(mnist_path, storage, "kill", 4, 2, "--searcher", searcher)
     wait_for_lines(proc, lambda ls: sum("completed after" in line for line in ls) >= 2)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, as in a reboot
     proc.wait()
@@ -100,7 +102,7 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(searcher, mnist
     r = distune("resume", "kill", "--storage", str(storage))
     assert r.returncode == 0, r.stdout + r.stderr
     t = table(storage, "kill")
-    assert len(t) == 6 and set(t.status) == {"completed"} and set(t.epochs) == {2}
+    assert len(t) == 4 and set(t.status) == {"completed"} and set(t.epochs) == {2}
     assert json.loads((storage / "kill" / "best.json").read_text())["trial"] in set(t.trial)
 
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("script,headline", [
     ("scripts/bench/memory.py", "worker_rss_growth_mb_per_trial: "),
     ("scripts/bench/search_quality.py", "best_searcher_scheduler_val_accuracy: "),
+    ("scripts/bench/trial_startup.py", "trial_first_epoch_forked_s: "),
 ])
 def test_quick_mode(script, headline, mnist_path):
     r = subprocess.run([sys.executable, script, "--quick", "--data", str(mnist_path)], cwd=REPO,

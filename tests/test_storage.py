@@ -152,7 +152,7 @@ def test_sweep_on_s3_resumes_from_the_bucket_and_shows(ray_local, mnist_path, tm
 
     fs, _ = s3
     root = uri(s3, "results")
-    exp = experiment(mnist_path, tmp_path, run={"storage": root, "name": "sweep"})
+    exp = experiment(mnist_path, tmp_path, run={"storage": root, "name": "sweep", "report": True})
     monkeypatch.setattr(runner, "build_tuner", partial(runner.build_tuner,
                                                        callbacks=[interrupt_after_first_epoch(tmp_path / "sent")]))
     with pytest.raises(Interrupted, match=re.escape(f"distune resume sweep --storage {shlex.quote(root)}")):

@@ -90,9 +90,11 @@ def test_real_sweep_over_a_tree(searcher, ray_local, mnist_path, tmp_path):
     """Also each of these searchers' real sweep with the fifo scheduler (see
     test_search_algorithms.PAIRS)."""
     space = ENUMERABLE if searcher == "grid" else TREE
-    if searcher == "grid":  # keep it small: drop the cnn branch's second filter count
+    if searcher == "grid":  # keep it small: one filter count, one momentum (6 trials, not 30)
         space = {**space, "architecture": {"choice": ["mlp", {"value": "cnn", "space": {
-            "filters": 4, "conv_blocks": 1}}]}, "units": 16}
+            "filters": 4, "conv_blocks": 1}}]}, "units": 16,
+                 "optimizer": {"choice": ["adam", {"value": "sgd", "space": {
+                     "momentum": 0.9, "nesterov": {"choice": [True, False]}}}]}}
     exp = experiment(mnist_path, tmp_path, model={"space": space}, data={"train_subset": 600},
                      train={"epochs": 1}, search={"searcher": searcher, "num_samples": 6 if searcher != "grid" else 1})
     s = run(exp, "t", say=lambda _: None)

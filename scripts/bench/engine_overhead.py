@@ -5,7 +5,7 @@ cores) and (b) by distune (Ray Tune, the same configs as search.initial_points, 
 concurrent trials of one CPU each, actors reused, a checkpoint every epoch).
 
     python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz            # 16 x 2 epochs, 10k
-    python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz --quick    # 4 x 1 epoch, 2k
+    python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz --quick    # 2 x 1 epoch, 1k
 
 Figures (all from driver-side clocks and Tune's own per-step times):
 - parallel efficiency: sum of the trials' training time (Tune's time_total_s: every step, i.e.
@@ -181,7 +181,7 @@ def mean(xs) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("DISTUNE_MNIST"))
-    ap.add_argument("--quick", action="store_true", help="4 trials, 1 epoch, 2,000 images")
+    ap.add_argument("--quick", action="store_true", help="2 trials, 1 epoch, 1,000 images")
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--subset", type=int, default=10000, help="training images (10%% held out)")
@@ -189,7 +189,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seeds the list of configs")
     args = ap.parse_args()
     if args.quick:
-        args.trials, args.epochs, args.subset = 4, 1, 2000
+        args.trials, args.epochs, args.subset = 2, 1, 1000
 
     from distune.runner import quiet_environment
 

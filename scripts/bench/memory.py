@@ -4,7 +4,7 @@ reuse: it must stay flat, not grow trial after trial. A worker is a Ray actor pl
 process that trains its trials (replaced every distune.worker.RECYCLE_AFTER trials).
 
     python scripts/bench/memory.py --data ../shared/data/mnist.npz            # 60 trials
-    python scripts/bench/memory.py --data ../shared/data/mnist.npz --quick    # 6 trials
+    python scripts/bench/memory.py --data ../shared/data/mnist.npz --quick    # 4 trials
 
 Reads /proc (Linux). Prints RSS after every 10th trial and, last, the growth per trial of the
 workers' peak RSS between the first and the last third of the sweep.
@@ -35,7 +35,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    n_trials = 6 if args.quick else args.trials
+    n_trials = 4 if args.quick else args.trials
 
     from ray import tune
 

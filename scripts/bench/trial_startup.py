@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""How long a trial slot takes to start: from Tuner.fit() to each trial's first epoch, over
+several small sweeps on one Ray, with the training process forked by the node's zygote
+(distune/zygote.py) and spawned as before (DISTUNE_ZYGOTE=0). The first sweep on a fresh Ray
+pays TensorFlow's import either way; later sweeps (the select stage, nightly, a test suite)
+show the difference.
+
+    python scripts/bench/trial_startup.py --data ../shared/data/mnist.npz            # 4 sweeps each
+    python scripts/bench/trial_startup.py --data ../shared/data/mnist.npz --quick    # forked only, 2 sweeps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def sweeps(data: str, count: int) -> list[dict]:
+    """In this process: `count` sweeps of 2 trials x 1 epoch on one Ray, timed."""
+    from pathlib import Path
+
+    import ray
+    from ray import tune
+
+    from distune.config import validate
+    from distune.runner import QUIET_ENV, build_tuner, load_data, prepare_directory, quiet_environment
+
+    quiet_environment(verbose=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ}})
+    firsts: dict[str, float] = {}
+
+    class FirstEpoch(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            firsts.setdefault(trial.trial_id, time.perf_counter())
+
+    out = []
+    with tempfile.TemporaryDirectory() as storage:
+        for i in range(count):
+            exp = validate({"data": {"path": data, "train_subset": 1000},
+                            "model": {"space": {"hidden_layers": 1, "units": {"choice": [16, 32]}}},
+                            "train": {"epochs": 1}, "search": {"num_samples": 2},
+                            "run": {"storage": storage, "name": f"s{i}", "report": False}})
+            directory = Path(storage) / f"s{i}"
+            prepare_directory(directory, overwrite=False)
+            tuner = build_tuner(exp, load_data(exp).for_trials(), directory, say=lambda _: None,
+                                callbacks=[FirstEpoch()])
+            firsts.clear()
+            start = time.perf_counter()
+            tuner.fit()
+            wall = time.perf_counter() - start
+            out.append({"first_epoch_s": sorted(t - start for t in firsts.values()), "fit_s": wall})
+    ray.shutdown()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("DISTUNE_MNIST"))
+    ap.add_argument("--quick", action="store_true", help="2 sweeps, forked only (keeps the script working)")
+    ap.add_argument("--sweeps", type=int, default=4)
+    ap.add_argument("--child", choices=["forked", "spawned"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    count = 2 if args.quick else args.sweeps
+    if args.child:
+        print(json.dumps(sweeps(args.data, count)))
+        return 0
+    results = {}
+    for mode in ("forked",) if args.quick else ("spawned", "forked"):  # each with a fresh Ray
+        env = {**os.environ, "DISTUNE_ZYGOTE": "0" if mode == "spawned" else "1"}
+        proc = subprocess.run([sys.executable, __file__, "--data", args.data, "--sweeps", str(count),
+                               "--child", mode], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:])
+            return proc.returncode
+        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{'process':<8} {'sweep':>5} {'first epochs s (2 trials)':>26} {'fit s':>6}")
+    for mode, rows in results.items():
+        for i, r in enumerate(rows, 1):
+            firsts = " ".join(f"{t:5.1f}" for t in r["first_epoch_s"])
+            print(f"{mode:<8} {i:>5} {firsts:>26} {r['fit_s']:>6.1f}")
+    later = {m: statistics.median(t for r in rows[1:] for t in r["first_epoch_s"]) for m, rows in results.items()}
+    print(f"sweeps of 2 trials x 1 epoch on 900 images, 2 slots, {os.cpu_count()} cores; first epoch "
+          "= seconds from Tuner.fit() to the trial's first result (worker start, training process, "
+          "model build, one epoch); the median is over sweeps after the first")
+    print("median first epoch after the first sweep: " +
+          ", ".join(f"{mode} {t:.1f} s" for mode, t in later.items()))
+    print(f"trial_first_epoch_forked_s: {later['forked']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

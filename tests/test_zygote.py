@@ -1,0 +1,122 @@
+"""The zygote that forks training processes (distune/zygote.py), without Ray: a stand-in
+"raylet" process starts a stand-in "actor", exactly the parent/child shape Ray gives them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from distune import zygote
+
+# The "actor": asks for a forked training process, trains one epoch in it, prints what it saw,
+# then waits for a line on stdin (or to be killed).
+ACTOR = """
+import json, os, sys
+from distune.config import TrainConfig
+from distune.hyperparams import Hyperparams
+from distune.worker import _Forked, _Spawned, share_arrays
+from distune.data import load_mnist
+mode, mnist = sys.argv[1], sys.argv[2]
+data = load_mnist(mnist, 0.2, 600, 0).for_trials()
+process = (_Forked if mode == "forked" else _Spawned)(str(share_arrays(data)), 1)
+process.conn.send(("start", (Hyperparams(hidden_layers=1, units=16), TrainConfig(epochs=1), 3, 1, 0)))
+assert process.conn.recv()[0] == "ok"
+process.conn.send(("run_epoch", ()))
+status, metrics = process.conn.recv()
+print(json.dumps({"pid": process.pid, "actor": os.getpid(), "raylet": os.getppid(),
+                  "loss": metrics["loss"], "val_accuracy": metrics["val_accuracy"]}), flush=True)
+sys.stdin.readline()
+"""
+# The "raylet": runs one actor per line it reads, in turn, and prints what each printed.
+RAYLET = """
+import subprocess, sys
+for line in sys.stdin:
+    mode, _, hold = line.strip().partition(" ")
+    if not mode:
+        break
+    actor = subprocess.Popen([sys.executable, "-c", sys.argv[1], mode, sys.argv[2]],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    print(actor.pid, actor.stdout.readline().strip(), flush=True)
+    if not hold:  # else it runs until it is killed
+        actor.stdin.write("\\n"); actor.stdin.flush()
+    actor.wait()
+"""
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the zygote is Linux-only (others spawn)")
+def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(mnist_path):
+    raylet = subprocess.Popen([sys.executable, "-c", RAYLET, ACTOR, str(mnist_path)], cwd=REPO,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        seen = {}
+        for mode in ("spawned", "forked", "forked"):
+            raylet.stdin.write(mode + "\n")
+            raylet.stdin.flush()
+            actor_pid, line = raylet.stdout.readline().split(" ", 1)
+            seen.setdefault(mode, []).append(json.loads(line))
+        spawned, (first, second) = seen["spawned"][0], seen["forked"]
+        # Exact: the same weights' loss and accuracy, whichever way the process started.
+        assert (first["loss"], first["val_accuracy"]) == (spawned["loss"], spawned["val_accuracy"])
+        assert (second["loss"], second["val_accuracy"]) == (first["loss"], first["val_accuracy"])
+        home = zygote.private_dir(f"distune-zygote-{os.getuid()}-{raylet.pid}-{zygote._flavour()}")
+        log = (home / "zygote.log").read_text()
+        assert log.count("ready for raylet") == 1, log  # one import, two forks
+        zygote_pid = int(log.split("zygote ")[1].split()[0])
+        assert first["pid"] != second["pid"] and first["raylet"] == second["raylet"] == raylet.pid
+        for child in (first, second):
+            assert _gone(child["pid"], 5), "a forked child outlived its actor"
+
+        # An actor killed while its child lives: the child goes too, at once.
+        raylet.stdin.write("forked hold\n")
+        raylet.stdin.flush()
+        actor_pid, line = raylet.stdout.readline().split(" ", 1)
+        child = json.loads(line)["pid"]
+        assert not _gone(child, 0)
+        os.kill(int(actor_pid), signal.SIGKILL)
+        assert _gone(child, 3), "the child outlived a killed actor"
+    finally:
+        raylet.stdin.close()
+        raylet.wait(timeout=30)
+    assert _gone(zygote_pid, 5), "the zygote outlived its raylet"
+
+
+def test_a_directory_others_can_enter_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    (tmp_path / "shared").mkdir(mode=0o777)
+    os.chmod(tmp_path / "shared", 0o777)
+    with pytest.raises(zygote.Unavailable, match="not a private directory"):
+        zygote.private_dir("shared")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(zygote.Unavailable, match="not a private directory"):
+        zygote.private_dir("link")
+    made = zygote.private_dir("mine")
+    assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
+    assert zygote.private_dir("mine") == made  # its own, made earlier: trusted
+
+
+def test_the_spawn_fallback_says_why(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(zygote.Unavailable, match="Linux"):
+        zygote.fork_child("/nowhere", 1)
