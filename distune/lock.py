@@ -35,7 +35,8 @@ def _holder(path: Path) -> dict:
         return {}  # half-written by a run that died between create and write
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (perhaps another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,7 +51,7 @@ def stale_reason(holder: dict, mtime: float) -> str | None:
     if not holder:
         return "unreadable" if time.time() - mtime > 60 else None
     if holder.get("host") == socket.gethostname():
-        return None if _alive(int(holder.get("pid", -1))) else f"pid {holder.get('pid')} is gone"
+        return None if pid_alive(int(holder.get("pid", -1))) else f"pid {holder.get('pid')} is gone"
     expires = holder.get("expires")
     if expires is not None and time.time() > expires:
         return f"expired at {time.strftime('%Y-%m-%d %H:%M', time.localtime(expires))}"

@@ -32,6 +32,8 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from distune.lock import pid_alive
+
 START_TIMEOUT_S = 60.0  # the zygote binds its socket before importing TensorFlow
 SOCKET = "zygote.sock"
 
@@ -142,7 +144,7 @@ def serve(home: Path, raylet: int) -> None:
     preload()
     print(f"zygote {os.getpid()} ready for raylet {raylet}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGCHLD, lambda *_: _reap())
-    while _alive(raylet):
+    while pid_alive(raylet):
         ready, _, _ = select.select([server], [], [], 1.0)
         if ready:
             conn, _ = server.accept()
@@ -192,21 +194,11 @@ def _exit_with(parent: int) -> None:
         if fd is not None:
             select.select([fd], [], [])
         else:
-            while _alive(parent):
+            while pid_alive(parent):
                 time.sleep(0.5)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="distune-parent-watch").start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reap() -> None:

@@ -4,7 +4,7 @@ and the same wall-clock budget per method, on this machine.
 
     pip install -e '.[bench]'    # keras-tuner
     python scripts/bench/vs_kerastuner.py --data ../shared/data/mnist.npz                 # 300 s each
-    python scripts/bench/vs_kerastuner.py --data ../shared/data/mnist.npz --quick         # 8 s each
+    python scripts/bench/vs_kerastuner.py --data ../shared/data/mnist.npz --quick         # 6 s each
 
 The space is the practitioners' guides' MLP: a first dense layer of 32-512 units (step 32),
 three more of 8-64 units (step 8), activation relu/tanh/sigmoid, dropout 0-0.1 (after each
@@ -198,13 +198,13 @@ def run_distune(searcher: str, scheduler: str, args, splits, storage: str) -> di
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("DISTUNE_MNIST"))
-    ap.add_argument("--quick", action="store_true", help="8 s per method, 1,000 images, 2 epochs")
-    ap.add_argument("--budget-s", type=float, help="wall-clock budget per method (default 300; quick 8)")
+    ap.add_argument("--quick", action="store_true", help="6 s per method, 1,000 images, 2 epochs")
+    ap.add_argument("--budget-s", type=float, help="wall-clock budget per method (default 300; quick 6)")
     ap.add_argument("--epochs", type=int, help="max epochs per trial; fifo and random run all (default 10; quick 2)")
     ap.add_argument("--subset", type=int, help="training images (default: all 60,000; quick 1,000)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    for name, full, quick in (("budget_s", 300.0, 8.0), ("epochs", 10, 2), ("subset", None, 1000)):
+    for name, full, quick in (("budget_s", 300.0, 6.0), ("epochs", 10, 2), ("subset", None, 1000)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
 
