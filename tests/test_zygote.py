@@ -64,6 +64,7 @@ def _gone(pid: int, within: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="the zygote is Linux-only (others spawn)")
 def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(mnist_path):
     raylet = subprocess.Popen([sys.executable, "-c", RAYLET, ACTOR, str(mnist_path)], cwd=REPO,
