@@ -80,6 +80,7 @@ def main() -> int:
             print(proc.stderr[-3000:])
             return proc.returncode
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        time.sleep(10)  # the last Ray's processes finish exiting before the next mode starts
     print(f"{'process':<8} {'sweep':>5} {'first epochs s (2 trials)':>26} {'fit s':>6}")
     for mode, rows in results.items():
         for i, r in enumerate(rows, 1):
