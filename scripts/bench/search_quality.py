@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--searchers", default="random,hyperopt,optuna,stepwise")
     ap.add_argument("--schedulers", default="fifo,asha", help="e.g. fifo,asha,hyperband")
     args = ap.parse_args()
-    searchers = ["random", "hyperopt"] if args.quick else args.searchers.split(",")
+    searchers = ["hyperopt"] if args.quick else args.searchers.split(",")
     schedulers = ["asha"] if args.quick else args.schedulers.split(",")
     trials, epochs, subset = (2, 1, 1000) if args.quick else (args.trials, args.epochs, args.subset)
     seeds = range(1 if args.quick else args.repeats)
