@@ -43,9 +43,14 @@ class Unavailable(Exception):
 
 
 def _flavour() -> str:
-    """A zygote serves only processes whose TensorFlow settings read at import time match."""
-    env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("TF_", "KERAS_")))
-    return hashlib.blake2b(repr((sys.executable, env)).encode(), digest_size=6).hexdigest()
+    """A zygote serves only processes that would import the same code (interpreter, distune,
+    PYTHONPATH: Ray jobs ship their own) with the same import-time TensorFlow settings."""
+    import distune
+
+    env = sorted((k, v) for k, v in os.environ.items()
+                 if k.startswith(("TF_", "KERAS_")) or k == "PYTHONPATH")
+    key = (sys.executable, distune.__file__, env)
+    return hashlib.blake2b(repr(key).encode(), digest_size=6).hexdigest()
 
 
 def private_dir(name: str) -> Path:

@@ -92,16 +92,3 @@ def reported_sweep(ray_local, mnist_path, tmp_path_factory):
     summary = run(exp, "t", say=lines.append)
     return summary, lines, uri
 
-
-SHARED = ("reported_sweep", "cluster_run")  # expensive fixtures several tests read
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (-n 2, with --dist loadgroup from pyproject), the tests that read one
-    of the SHARED fixtures run on one worker, so it is built once, not once per worker."""
-    for item in items:
-        for name in SHARED:
-            if name in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(name))
-                break

@@ -67,7 +67,10 @@ def test_stop_target_ends_the_sweep(ray_local, mnist_path, tmp_path):
                      resources={"max_concurrent_trials": 1}, run={"stop": {"val_accuracy": 0.0}})
     s = run(exp, "t", say=lambda _: None)
     table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")
-    assert table.epochs.sum() == 1, "the sweep went on after the target was reached"
+    # The first epoch reaches the target; the sweep then waits for that epoch's checkpoint, and
+    # on a loaded machine Tune may start the next trial meanwhile: it is stopped at its first
+    # result. Without the stop, every trial would train both epochs.
+    assert table.epochs.max() == 1 and table.epochs.sum() <= 2, "the sweep went on after the target"
     assert (table.status == "not started").sum() >= 4
     assert s.test_accuracy > 0
 
