@@ -17,7 +17,8 @@ from conftest import REPO
 from distune import zygote
 
 # The "actor": asks for a forked training process, trains one epoch in it, prints what it saw,
-# then waits for a line on stdin (or to be killed).
+# then waits for a line on stdin (or, given "busy", queues 50 more epochs and waits to be
+# killed while its child is training).
 ACTOR = """
 import json, os, sys
 from distune.config import TrainConfig
@@ -25,14 +26,18 @@ from distune.hyperparams import Hyperparams
 from distune.worker import _Forked, _Spawned, share_arrays
 from distune.data import load_mnist
 mode, mnist = sys.argv[1], sys.argv[2]
-data = load_mnist(mnist, 0.2, 600, 0).for_trials()
+busy = sys.argv[3:] == ["busy"]  # epochs of seconds, not tenths
+data = load_mnist(mnist, 0.2, 20000 if busy else 600, 0).for_trials()
 process = (_Forked if mode == "forked" else _Spawned)(str(share_arrays(data)), 1)
-process.conn.send(("start", (Hyperparams(hidden_layers=1, units=16), TrainConfig(epochs=1), 3, 1, 0)))
+process.conn.send(("start", (Hyperparams(hidden_layers=1, units=16, batch_size=16 if busy else 32), TrainConfig(epochs=100), 3, 1, 0)))
 assert process.conn.recv()[0] == "ok"
 process.conn.send(("run_epoch", ()))
 status, metrics = process.conn.recv()
 print(json.dumps({"pid": process.pid, "actor": os.getpid(), "raylet": os.getppid(),
                   "loss": metrics["loss"], "val_accuracy": metrics["val_accuracy"]}), flush=True)
+if busy:
+    for _ in range(50):
+        process.conn.send(("run_epoch", ()))
 sys.stdin.readline()
 """
 # The "raylet": runs one actor per line it reads, in turn, and prints what each printed.
@@ -42,7 +47,7 @@ for line in sys.stdin:
     mode, _, hold = line.strip().partition(" ")
     if not mode:
         break
-    actor = subprocess.Popen([sys.executable, "-c", sys.argv[1], mode, sys.argv[2]],
+    actor = subprocess.Popen([sys.executable, "-c", sys.argv[1], mode, sys.argv[2], *hold.split()],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     print(actor.pid, actor.stdout.readline().strip(), flush=True)
     if not hold:  # else it runs until it is killed
@@ -88,14 +93,16 @@ def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(
         for child in (first, second):
             assert _gone(child["pid"], 5), "a forked child outlived its actor"
 
-        # An actor killed while its child lives: the child goes too, at once.
-        raylet.stdin.write("forked hold\n")
+        # An actor killed while its child is mid-epoch (50 queued): the child goes too, at once,
+        # not when it next reads from the actor.
+        raylet.stdin.write("forked busy\n")
         raylet.stdin.flush()
         actor_pid, line = raylet.stdout.readline().split(" ", 1)
         child = json.loads(line)["pid"]
         assert not _gone(child, 0)
+        time.sleep(0.5)  # the child is training the queued epochs
         os.kill(int(actor_pid), signal.SIGKILL)
-        assert _gone(child, 3), "the child outlived a killed actor"
+        assert _gone(child, 1), "the child outlived a killed actor (it was mid-epoch)"
     finally:
         raylet.stdin.close()
         raylet.wait(timeout=30)
