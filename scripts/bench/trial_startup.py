@@ -72,7 +72,9 @@ def main() -> int:
         print(json.dumps(sweeps(args.data, count)))
         return 0
     results = {}
-    for mode in ("forked",) if args.quick else ("spawned", "forked"):  # each with a fresh Ray
+    for i, mode in enumerate(("forked",) if args.quick else ("spawned", "forked")):
+        if i:
+            time.sleep(10)  # the last Ray's processes finish exiting before the next one starts
         env = {**os.environ, "DISTUNE_ZYGOTE": "0" if mode == "spawned" else "1"}
         proc = subprocess.run([sys.executable, __file__, "--data", args.data, "--sweeps", str(count),
                                "--child", mode], env=env, capture_output=True, text=True)
@@ -80,7 +82,6 @@ def main() -> int:
             print(proc.stderr[-3000:])
             return proc.returncode
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-        time.sleep(10)  # the last Ray's processes finish exiting before the next mode starts
     print(f"{'process':<8} {'sweep':>5} {'first epochs s (2 trials)':>26} {'fit s':>6}")
     for mode, rows in results.items():
         for i, r in enumerate(rows, 1):
