@@ -3,18 +3,33 @@
     from distune import load_experiment, run
     exp, stem = load_experiment("mnist-mlp", ["train.epochs=3"])
     summary = run(exp, stem)
+
+The public API. Names load on first use, so `import distune` imports neither Ray nor Keras.
 """
 
-from distune.config import Experiment, load_experiment, presets
-from distune.errors import ConfigError, DistuneError
+from distune._lazy import exports
+
+_NAMES = {
+    # an experiment: load a file or preset with overrides, or validate a dict
+    "Experiment": "config.experiment", "load_experiment": "config.experiment",
+    "validate": "config.experiment", "presets": "config.experiment",
+    "load_saved_experiment": "config.saved",
+    # the pipeline
+    "run": "pipeline", "resume": "pipeline", "finish": "pipeline", "Summary": "pipeline",
+    "write_report": "report.page",
+    # the registries: name -> searcher / scheduler
+    "SEARCHERS": "search.searchers", "SCHEDULERS": "search.schedulers",
+    # the errors
+    "DistuneError": "errors", "ConfigError": "errors", "Interrupted": "errors",
+}
+__all__ = sorted(_NAMES)
+__getattr__ = exports(__name__, _NAMES)
 
 
-def run(*args, **kwargs):
-    """`distune.runner.run`, imported lazily (it pulls in Ray)."""
-    from distune.runner import run as _run
-
-    return _run(*args, **kwargs)
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]
 
 
-__all__ = ["Experiment", "load_experiment", "presets", "run", "DistuneError", "ConfigError"]
-__version__ = "0.1.0"
+from importlib.metadata import version as _version  # noqa: E402
+
+__version__ = _version("distune")  # pyproject.toml's, the one place it is written

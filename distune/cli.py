@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from distune.config import DEFAULT_STORAGE, FLAG_FIELDS, load_experiment, presets
+from distune.config.experiment import DEFAULT_STORAGE, FLAG_FIELDS, load_experiment, presets
 from distune.errors import DistuneError, Interrupted
-from distune.results import CONFIG_FILE
-from distune.storage import fetch, is_uri, join, where
+from distune.results.layout import BEST_FILE, CHARTS_DIR, CONFIG_FILE, HISTORY_FILE
+from distune.ops.storage import fetch, is_uri, join, where
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -101,7 +101,7 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    from distune.runner import run
+    from distune.pipeline import run
 
     exp, stem = _load(args)
     _print_summary(run(exp, stem, overwrite=args.overwrite, refit=args.refit, verbose=args.verbose))
@@ -117,7 +117,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from distune.runner import resume
+    from distune.pipeline import resume
 
     directory = experiment_path(args.name, args.storage)
     _print_summary(resume(directory, refit=args.refit, skip_corrupt=args.skip_corrupt,
@@ -126,8 +126,8 @@ def cmd_resume(args) -> int:
 
 
 def cmd_nightly(args) -> int:
-    from distune.lock import Locked
-    from distune.nightly import EXIT_LOCKED, NightOptions, night_date, nightly, parse_duration
+    from distune.ops.lock import Locked
+    from distune.nightly.night import EXIT_LOCKED, NightOptions, night_date, nightly, parse_duration
 
     if args.keep_nights < 1:
         raise DistuneError(f"--keep-nights {args.keep_nights}: keep at least 1 night.")
@@ -142,8 +142,7 @@ def cmd_nightly(args) -> int:
 
 
 def cmd_history(args) -> int:
-    from distune.history import HISTORY_FILE
-    from distune.nightly import history_text
+    from distune.nightly.night import history_text
 
     sweep = Path(args.name).expanduser()
     if not (sweep / HISTORY_FILE).is_file():
@@ -154,7 +153,7 @@ def cmd_history(args) -> int:
 
 def experiment_path(name: str, storage: str | None) -> Path:
     """A directory (or URI) given as such, else <storage>/<name>; for a URI, a local mirror
-    of the experiment (distune.storage)."""
+    of the experiment (distune.ops.storage)."""
     directory = Path(name).expanduser()
     if directory.is_dir() and (directory / CONFIG_FILE).is_file():
         return directory
@@ -175,10 +174,10 @@ def _print_summary(s) -> None:
 
 
 def cmd_validate(args) -> int:
-    from distune.data import find_mnist, read_npz
-    from distune.config import storage_root
-    from distune.runner import check_writable
-    from distune.storage import probe
+    from distune.trial.data import find_mnist, read_npz
+    from distune.config.experiment import storage_root
+    from distune.sweep.directory import check_writable
+    from distune.ops.storage import probe
     exp, _ = _load(args)
     if "://" not in storage_root(exp):
         check_writable(Path(storage_root(exp)))
@@ -194,8 +193,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from distune.results import BEST_FILE, format_table, open_analysis, trials_table
-    from distune.runner import load_saved_experiment
+    from distune.results.table import format_table, open_analysis, trials_table
+    from distune.config.saved import load_saved_experiment
 
     directory = experiment_path(args.name, args.storage)
     exp = load_saved_experiment(directory)
@@ -210,8 +209,8 @@ def cmd_show(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from distune.report import CHARTS_DIR, write_report
-    from distune.storage import publish
+    from distune.report.page import write_report
+    from distune.ops.storage import publish
 
     directory = experiment_path(args.name, args.storage)
     page = write_report(directory)
@@ -221,8 +220,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_registry(args) -> int:
-    from distune.schedulers import SCHEDULERS
-    from distune.searchers import SEARCHERS
+    from distune.search.schedulers import SCHEDULERS
+    from distune.search.searchers import SEARCHERS
 
     registry = SEARCHERS if args.command == "searchers" else SCHEDULERS
     for entry in registry.values():
@@ -246,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                "nightly": cmd_nightly, "history": cmd_history, "submit": cmd_submit,
                "report": cmd_report, "presets": cmd_presets, "searchers": cmd_registry,
                "schedulers": cmd_registry}[args.command]
-    from distune.runner import quiet_environment
+    from distune.ops.environment import quiet_environment
 
     quiet_environment(getattr(args, "verbose", False))
     try:

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 from urllib.parse import urlparse
 
-import distune
-from distune.config import DEFAULT_STORAGE, Experiment, load_experiment
+from distune.config.experiment import DEFAULT_STORAGE, Experiment, load_experiment
 from distune.errors import DistuneError
 
 JOB_CONFIG = "distune-job.yaml"
@@ -162,7 +161,7 @@ def job_request(exp: Experiment, stem: str, workdir: Path, *, overwrite: bool,
     command = ["python", "-m", "distune", "run", JOB_CONFIG, "--address", "auto"]
     command += ["--overwrite"] * overwrite + ["--refit"] * refit
     runtime_env = {"working_dir": str(workdir),
-                   "py_modules": [str(Path(distune.__file__).parent)],
+                   "py_modules": [str(Path(__file__).parent)],
                    "excludes": ["__pycache__", "*.pyc"]}
     return name, {"entrypoint": " ".join(command), "runtime_env": runtime_env,
                   "metadata": {"distune_experiment": name}}

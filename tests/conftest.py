@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distune.runner import QUIET_ENV
+from distune.ops import QUIET_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 for key, value in QUIET_ENV.items():
@@ -31,7 +31,7 @@ def mnist_path() -> Path:
 
 @pytest.fixture(scope="session")
 def small_splits(mnist_path):
-    from distune.data import load_mnist
+    from distune.trial.data import load_mnist
 
     return load_mnist(str(mnist_path), validation_split=0.2, train_subset=1500, seed=0)
 
@@ -42,7 +42,7 @@ def ray_local():
     one: never join a cluster some other test (or program) left running on this machine."""
     import ray
 
-    from distune.training import configure_tensorflow
+    from distune.trial.training import configure_tensorflow
 
     configure_tensorflow()  # quiet TF in this process before any test imports it
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -54,7 +54,7 @@ def ray_local():
 def experiment(mnist_path, tmp_path, **sections):
     """A small, fast experiment on a real MNIST slice, with `sections` merged over it. No
     report (2-4 s a sweep): the sweeps that test it (`reported_sweep`) turn it on."""
-    from distune.config import validate
+    from distune.config.experiment import validate
 
     raw = {
         "data": {"path": str(mnist_path), "train_subset": 1200, "validation_split": 0.25},
@@ -76,7 +76,7 @@ def reported_sweep(ray_local, mnist_path, tmp_path_factory):
     grid, 3 epochs, ASHA halving (some trials complete, some are stopped early), the report
     written at the end and one MLflow run per trial. Returns (summary, progress lines, the
     MLflow URI)."""
-    from distune.runner import run
+    from distune import run
 
     tmp = tmp_path_factory.mktemp("reported")
     uri = f"sqlite:///{tmp}/mlflow.db"

@@ -55,8 +55,8 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
     """One interrupted driver for two faults: Ctrl-C (state saved, exit 130, the resume
     command printed), then a checkpoint corrupted before the resume (refused with its name;
     --skip-corrupt resumes anyway, that trial an error, every other finished in full)."""
-    from distune.results import open_analysis
-    from distune.runner import corrupt_checkpoints
+    from distune.results.table import open_analysis
+    from distune.sweep import corrupt_checkpoints
 
     storage = tmp_path / "store"
     proc = start_run(mnist_path, storage, "sigint", 3, 10, "--set", "data.train_subset=3000")
@@ -98,7 +98,7 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
     Ctrl-C test's.) The drivers run side by side, each with its own Ray, as two users' sweeps
     would; the resumes run here, on the suite's Ray, through the same `runner.resume` that
     `distune resume` calls (the Ctrl-C test runs that command)."""
-    from distune.runner import resume
+    from distune import resume
 
     searchers = ("hyperopt", "optuna")
     runs = {s: (start_run(mnist_path, tmp_path / s, "kill", 3, 2, "--searcher", s),

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distune import lock
+from distune.ops import lock
 from distune.cli import main
-from distune.history import NOISE_FLOOR, History, Night, judge
+from distune.nightly.history import NOISE_FLOOR, History, Night, judge
 
 SWEEP = """\
 data: {{path: {data}, validation_split: 0.2}}
@@ -94,8 +94,8 @@ def interrupt_once(marker: Path):
 def test_three_nights(ray_local, data_files, tmp_path, capsys, monkeypatch):
     """Night 1 clears a stale lock; night 2 is interrupted, resumed, and warm-started from
     night 1; night 3 runs on shuffled labels and is flagged as a regression."""
-    from distune import runner
-    from distune.results import open_analysis
+    from distune import pipeline
+    from distune.results.table import open_analysis
 
     data = tmp_path / "mnist.npz"
     shutil.copy(data_files[0], data)
@@ -112,8 +112,8 @@ def test_three_nights(ray_local, data_files, tmp_path, capsys, monkeypatch):
     assert json.loads((sweep / "best" / "promoted.json").read_text())["score"] == first["val_accuracy"]
     assert (sweep / "best" / "best_model.keras").is_file() and not (sweep / "nightly.lock").exists()
 
-    build = runner.build_tuner
-    monkeypatch.setattr(runner, "build_tuner", lambda *a, **k: build(
+    build = pipeline.build_tuner
+    monkeypatch.setattr(pipeline, "build_tuner", lambda *a, **k: build(
         *a, **{**k, "callbacks": [interrupt_once(tmp_path / "interrupted")]}))
     code, out, err = nightly(capsys, config, storage, "2026-11-02")
     assert code == 130, out + err
@@ -231,7 +231,7 @@ def test_nightly_mistakes_exit_2(args, message, tmp_path, capsys, mnist_path):
 
 
 def test_durations():
-    from distune.nightly import parse_duration
+    from distune.nightly.night import parse_duration
 
     assert [parse_duration(t) for t in ("6h", "90m", "1h30m", "45s", "3600", "1.5h")] == \
         [21600, 5400, 5400, 45, 3600, 5400]

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from distune import charts, report
+from distune.report import charts
+from distune.report import page as report
 from distune.cli import main
 
 CHARTS = ["confusion", "misclassified", "history", "curves", "parallel", "importance", "slices"]
@@ -70,7 +71,8 @@ def test_report_is_written_at_the_end_of_a_run(sweep):
 def test_confusion_matrix_is_the_exported_winner_on_the_test_set(sweep):
     summary, _ = sweep
     exp_dir = summary.directory
-    from distune.runner import load_data, load_saved_experiment
+    from distune.config import load_saved_experiment
+    from distune.sweep import load_data
 
     exp = load_saved_experiment(exp_dir)
     _, y, probabilities = report._predict(exp, exp_dir, load_data(exp))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import experiment
-from distune import storage
+from distune.ops import storage
 from distune.errors import DistuneError
 
 # Ray's trial workers are processes started with this process's environment when Ray starts,
@@ -147,22 +147,24 @@ def interrupt_after_first_epoch(marker: Path):
 @pytest.mark.slow
 def test_sweep_on_s3_resumes_from_the_bucket_and_shows(ray_local, mnist_path, tmp_path, s3,
                                                        monkeypatch, capsys):
-    from distune import cli, runner
+    from distune import cli
+    from distune import pipeline, resume, run
+    from distune.sweep import experiment_dir
     from distune.errors import Interrupted
 
     fs, _ = s3
     root = uri(s3, "results")
     exp = experiment(mnist_path, tmp_path, run={"storage": root, "name": "sweep", "report": True})
-    monkeypatch.setattr(runner, "build_tuner", partial(runner.build_tuner,
+    monkeypatch.setattr(pipeline, "build_tuner", partial(pipeline.build_tuner,
                                                        callbacks=[interrupt_after_first_epoch(tmp_path / "sent")]))
     with pytest.raises(Interrupted, match=re.escape(f"distune resume sweep --storage {shlex.quote(root)}")):
-        runner.run(exp, "t")
+        run(exp, "t")
     monkeypatch.undo()
     assert "distune.yaml" in files(fs, "results/sweep")  # written before the sweep started
 
-    directory = runner.experiment_dir(exp)
+    directory = experiment_dir(exp)
     shutil.rmtree(directory)  # nothing local is left: resume from the bucket, as on another node
-    summary = runner.resume(cli.experiment_path("sweep", root))
+    summary = resume(cli.experiment_path("sweep", root))
     stored = files(fs, "results/sweep")
     assert {"results.csv", "best.json", "best_model.keras", "report.html"} <= stored
     for trial in {f.split("/")[0] for f in stored if "/checkpoint_" in f}:
@@ -182,4 +184,4 @@ def test_sweep_on_s3_resumes_from_the_bucket_and_shows(ray_local, mnist_path, tm
     assert f"s3://{BUCKET}/results/sweep" in out and "2 trials" in out
     assert f"winner: {best['trial']}" in out
     with pytest.raises(DistuneError, match="already exists"):  # never overwritten
-        runner.run(exp, "t")
+        run(exp, "t")

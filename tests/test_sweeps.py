@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import experiment
-from distune.runner import run
+from distune import run
 
 pytestmark = pytest.mark.slow
 
@@ -103,19 +103,19 @@ def test_impossible_resources_are_refused(ray_local, mnist_path, tmp_path):
 
 def test_gpu_trials_wait_for_an_autoscaler_that_can_add_gpu_nodes(ray_local, mnist_path, tmp_path,
                                                                    monkeypatch):
-    from distune import runner
+    from distune.sweep import check_resources, tune
     from distune.errors import DistuneError
 
     exp = experiment(mnist_path, tmp_path, resources={"cpus_per_trial": 1, "gpus_per_trial": 0.25})
     with pytest.raises(DistuneError, match="0.25 GPUs.*largest node has 2 CPUs and 0 GPUs"):
-        runner.check_resources(exp)  # a local Ray without GPUs, no autoscaler
-    monkeypatch.setattr(runner, "_node_types_to_add", lambda: [{"CPU": 8.0, "GPU": 1.0}])
+        check_resources(exp)  # a local Ray without GPUs, no autoscaler
+    monkeypatch.setattr(tune, "node_types_to_add", lambda: [{"CPU": 8.0, "GPU": 1.0}])
     said: list[str] = []
-    runner.check_resources(exp, said.append)  # GPU workers scaled to zero: fine, with a note
+    check_resources(exp, said.append)  # GPU workers scaled to zero: fine, with a note
     assert "autoscaler will add one" in said[0]
-    monkeypatch.setattr(runner, "_node_types_to_add", lambda: [{"CPU": 8.0}])
+    monkeypatch.setattr(tune, "node_types_to_add", lambda: [{"CPU": 8.0}])
     with pytest.raises(DistuneError, match="largest node type has 8 CPUs and 0 GPUs"):
-        runner.check_resources(exp)
+        check_resources(exp)
 
 
 def test_trials_hyperband_leaves_paused_end_the_sweep_not_interrupt_it(mnist_path, tmp_path):
@@ -124,11 +124,11 @@ def test_trials_hyperband_leaves_paused_end_the_sweep_not_interrupt_it(mnist_pat
     # under another scheduler, is an interrupted one.
     from types import SimpleNamespace as T
 
-    from distune.runner import _left_paused_by_hyperband
+    from distune.sweep import left_paused_by_hyperband
 
     hb = experiment(mnist_path, tmp_path, schedule={"scheduler": "hyperband"})
     asha = experiment(mnist_path, tmp_path, schedule={"scheduler": "asha"})
-    assert _left_paused_by_hyperband(hb, [T(status="PAUSED"), T(status="PAUSED")])
-    assert not _left_paused_by_hyperband(hb, [T(status="PAUSED"), T(status="RUNNING")])
-    assert not _left_paused_by_hyperband(hb, [T(status="PENDING")])
-    assert not _left_paused_by_hyperband(asha, [T(status="PAUSED")])
+    assert left_paused_by_hyperband(hb, [T(status="PAUSED"), T(status="PAUSED")])
+    assert not left_paused_by_hyperband(hb, [T(status="PAUSED"), T(status="RUNNING")])
+    assert not left_paused_by_hyperband(hb, [T(status="PENDING")])
+    assert not left_paused_by_hyperband(asha, [T(status="PAUSED")])

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from distune import tracking
+from distune.sweep import tracking
 from distune.errors import DistuneError
-from distune.runner import run
+from distune import run
 
 
 @pytest.fixture(scope="module")

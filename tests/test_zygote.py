@@ -14,21 +14,21 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from distune import zygote
+from distune.trial import zygote
 
 # The "actor": asks for a forked training process, trains one epoch in it, prints what it saw,
 # then waits for a line on stdin (or, given "busy", queues 50 more epochs and waits to be
 # killed while its child is training).
 ACTOR = """
 import json, os, sys
-from distune.config import TrainConfig
-from distune.hyperparams import Hyperparams
-from distune.worker import _Forked, _Spawned, share_arrays
-from distune.data import load_mnist
+from distune.config.experiment import TrainConfig
+from distune.space.hyperparams import Hyperparams
+from distune.trial.worker import Forked, Spawned, share_arrays
+from distune.trial.data import load_mnist
 mode, mnist = sys.argv[1], sys.argv[2]
 busy = sys.argv[3:] == ["busy"]  # epochs of seconds, not tenths
 data = load_mnist(mnist, 0.2, 20000 if busy else 600, 0).for_trials()
-process = (_Forked if mode == "forked" else _Spawned)(str(share_arrays(data)), 1)
+process = (Forked if mode == "forked" else Spawned)(str(share_arrays(data)), 1)
 process.conn.send(("start", (Hyperparams(hidden_layers=1, units=16, batch_size=16 if busy else 32), TrainConfig(epochs=100), 3, 1, 0)))
 assert process.conn.recv()[0] == "ok"
 process.conn.send(("run_epoch", ()))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """What the engine costs: one fixed list of short trials run (a) by a plain sequential Keras
-loop in this process (distune.model.build_model + fit, same data, same epochs, TensorFlow on all
+loop in this process (distune.trial.model.build_model + fit, same data, same epochs, TensorFlow on all
 cores) and (b) by distune (Ray Tune, the same configs as search.initial_points, `--slots`
 concurrent trials of one CPU each, actors reused, a checkpoint every epoch).
 
@@ -58,8 +58,8 @@ def plain_loop(configs: list[dict], splits, epochs: int) -> dict:
     """The baseline: one process, one model at a time, Keras's own fit with validation."""
     import keras
 
-    from distune.hyperparams import Hyperparams
-    from distune.model import build_model
+    from distune.space.hyperparams import Hyperparams
+    from distune.trial.model import build_model
 
     x, y = splits.x_train.reshape(-1, 784), splits.y_train
     xv, yv = splits.x_val.reshape(-1, 784), splits.y_val
@@ -99,8 +99,9 @@ def distune_run(configs: list[dict], args, storage: str) -> dict:
     import ray
     from ray import tune
 
-    from distune.config import validate
-    from distune.runner import build_tuner, load_data, start_ray
+    from distune.config.experiment import validate
+    from distune.sweep import load_data
+    from distune.sweep import build_tuner, start_ray
 
     exp = validate({
         "data": {"path": args.data, "train_subset": args.subset},
@@ -191,14 +192,14 @@ def main() -> int:
     if args.quick:
         args.trials, args.epochs, args.subset = 2, 1, 1000
 
-    from distune.runner import quiet_environment
+    from distune.ops import quiet_environment
 
     quiet_environment(verbose=False)
     # A private Ray even when a `ray start` cluster runs on this machine (ray.init() with no
     # address would join it).
     os.environ.setdefault("RAY_ADDRESS", "local")
-    from distune.data import load_mnist
-    from distune.training import configure_tensorflow
+    from distune.trial.data import load_mnist
+    from distune.trial.training import configure_tensorflow
 
     cores = os.cpu_count() or 1
     configure_tensorflow(cores)  # the plain loop: TensorFlow on every core

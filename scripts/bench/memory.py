@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Peak resident memory of the driver and the trial workers across a long sweep with actor
 reuse: it must stay flat, not grow trial after trial. A worker is a Ray actor plus the child
-process that trains its trials (replaced every distune.worker.RECYCLE_AFTER trials).
+process that trains its trials (replaced every distune.trial.worker.RECYCLE_AFTER trials).
 
     python scripts/bench/memory.py --data ../shared/data/mnist.npz            # 60 trials
     python scripts/bench/memory.py --data ../shared/data/mnist.npz --quick    # 4 trials
@@ -39,8 +39,10 @@ def main() -> int:
 
     from ray import tune
 
-    from distune.config import validate
-    from distune.runner import build_tuner, load_data, quiet_environment, start_ray
+    from distune.config.experiment import validate
+    from distune.ops import quiet_environment
+    from distune.sweep import load_data
+    from distune.sweep import build_tuner, start_ray
 
     quiet_environment(verbose=False)
     rows: list[tuple[int, float, float]] = []

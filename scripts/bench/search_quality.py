@@ -51,8 +51,9 @@ def main() -> int:
 
     import ray
 
-    from distune.config import validate
-    from distune.runner import QUIET_ENV, quiet_environment, run
+    from distune.config.experiment import validate
+    from distune.ops import QUIET_ENV, quiet_environment
+    from distune import run
 
     quiet_environment(verbose=False)
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,

@@ -28,8 +28,10 @@ def sweeps(data: str, count: int) -> list[dict]:
     import ray
     from ray import tune
 
-    from distune.config import validate
-    from distune.runner import QUIET_ENV, build_tuner, load_data, prepare_directory, quiet_environment
+    from distune.config.experiment import validate
+    from distune.ops import QUIET_ENV, quiet_environment
+    from distune.sweep import load_data, prepare_directory
+    from distune.sweep import build_tuner
 
     quiet_environment(verbose=False)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

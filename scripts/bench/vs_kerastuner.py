@@ -9,7 +9,7 @@ and the same wall-clock budget per method, on this machine.
 The space is the practitioners' guides' MLP: a first dense layer of 32-512 units (step 32),
 three more of 8-64 units (step 8), activation relu/tanh/sigmoid, dropout 0-0.1 (after each
 dense layer), learning rate log-uniform 1e-4-1e-2, Adam, batch 128. Both build the model with
-distune.model.build_model. Validation: the same held-out 10% of the training set for both
+distune.trial.model.build_model. Validation: the same held-out 10% of the training set for both
 (distune's seeded split); the test set is used once per method, for its winner.
 
 Methods: KerasTuner RandomSearch and Hyperband (one process, TensorFlow on every core;
@@ -72,7 +72,7 @@ def time_to_reach(curve: list[tuple[float, float]], target: float) -> float:
 
 def hyperparams_from_kt(hp, epochs: int):
     """The KerasTuner space, written with KerasTuner's own calls, as distune Hyperparams."""
-    from distune.hyperparams import Hyperparams
+    from distune.space.hyperparams import Hyperparams
 
     return Hyperparams.model_validate({
         "hidden_layers": 4,
@@ -93,7 +93,7 @@ def run_kerastuner(kind: str, splits, epochs: int, budget: float, seed: int) -> 
     """One KerasTuner search in this process, stopped at the budget."""
     import keras_tuner as kt
 
-    from distune.model import build_model
+    from distune.trial.model import build_model
 
     x, y = splits.x_train.reshape(-1, 784), splits.y_train
     xv, yv = splits.x_val.reshape(-1, 784), splits.y_val
@@ -154,9 +154,10 @@ def run_kerastuner(kind: str, splits, epochs: int, budget: float, seed: int) -> 
 def run_distune(searcher: str, scheduler: str, args, splits, storage: str) -> dict:
     from ray import tune
 
-    from distune.config import validate
+    from distune.config.experiment import validate
     from distune.errors import DistuneError
-    from distune.runner import build_tuner, finish
+    from distune import finish
+    from distune.sweep import build_tuner
 
     exp = validate({
         "data": {"path": args.data, "train_subset": args.subset, "validation_split": 0.1},
@@ -213,15 +214,17 @@ def main() -> int:
     if importlib.util.find_spec("keras_tuner") is None:
         print("keras-tuner is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
-    from distune.runner import load_data, quiet_environment, start_ray
+    from distune.ops import quiet_environment
+    from distune.sweep import load_data
+    from distune.sweep import start_ray
 
     quiet_environment(verbose=False)
     # A private Ray even when a `ray start` cluster runs on this machine (ray.init() with no
     # address would join it).
     os.environ.setdefault("RAY_ADDRESS", "local")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from distune.config import validate
-    from distune.training import configure_tensorflow
+    from distune.config.experiment import validate
+    from distune.trial.training import configure_tensorflow
 
     configure_tensorflow(os.cpu_count() or 1)  # KerasTuner trains here, on every core
     exp = validate({"data": {"path": args.data, "train_subset": args.subset}, "run": {"seed": args.seed}})

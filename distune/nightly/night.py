@@ -1,0 +1,428 @@
+"""`distune nightly`: one dated sweep per night that builds on the earlier nights and says what
+changed. Layout under `<run.storage>/<sweep name>/`:
+
+    nights/<YYYY-MM-DD>/   an ordinary distune experiment (plus nightly-report.md and the chart)
+    history.sqlite         one row per night (distune.nightly.history)
+    best -> promoted/<date>/   the best model so far (symlink, swapped atomically)
+    nightly.lock           held while a night runs (distune.ops.lock)
+
+A night warm-starts its searcher from earlier nights' trials and re-evaluates the earlier bests
+first, so a change in code or data shows up as a drop in a known config's score (a regression).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from distune.config.experiment import Experiment, storage_root, validate
+from distune.errors import DistuneError, Interrupted
+from distune.pipeline import resume, run
+from distune.nightly.history import (FINISHED, History, Night, better, chart, config_key,
+                             judge, report)
+from distune.results.layout import (BEST_DIR, BEST_FILE, BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE,
+                                    LOCK_FILE, NIGHT_CHART_FILE, NIGHT_REPORT_FILE, NIGHTS_DIR,
+                                    PROMOTED_DIR, PROMOTED_FILE)
+from distune.results.table import write_atomic, write_json
+
+EXIT_REGRESSION = 3
+EXIT_LOCKED = 4
+DATE_ENV = "DISTUNE_NIGHT"
+DEFAULT_KEEP_NIGHTS = 7
+
+
+@dataclass(frozen=True)
+class NightOptions:
+    date: str
+    time_budget_s: float | None = None
+    keep_nights: int = DEFAULT_KEEP_NIGHTS
+    notify: str | None = None
+    rebaseline: bool = False
+    verbose: bool = False
+
+
+def parse_duration(text: str) -> float:
+    """'6h', '90m', '1h30m', '45s' or plain seconds -> seconds."""
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip().lower())
+    if not parts or "".join(n + u for n, u in parts) != text.strip().lower() or \
+            (len(parts) > 1 and not all(u for _, u in parts)):
+        raise DistuneError(f"--time-budget {text!r}: expected a duration like 6h, 90m, 1h30m, 45s "
+                           "or a number of seconds.")
+    seconds = sum(float(n) * units[u] for n, u in parts)
+    if seconds <= 0:
+        raise DistuneError(f"--time-budget {text!r}: must be more than 0.")
+    return seconds
+
+
+def night_date(text: str | None) -> str:
+    """--date, else $DISTUNE_NIGHT, else today (local time), as YYYY-MM-DD."""
+    text = text or os.environ.get(DATE_ENV)
+    if not text:
+        return datetime.date.today().isoformat()
+    try:
+        return datetime.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise DistuneError(f"--date {text!r} (or ${DATE_ENV}): expected YYYY-MM-DD, e.g. "
+                           "2026-11-23; leave both unset for today.") from None
+
+
+def sweep_directory(exp: Experiment, stem: str) -> Path:
+    """<run.storage>/<run.name or the config's stem>: where all nights of a sweep live."""
+    root = storage_root(exp)
+    if "://" in root:
+        raise DistuneError(f"run.storage: {root}: nightly sweeps need a local or shared-filesystem "
+                           "path (the history and the lock are files).")
+    return Path(root) / (exp.run.name or stem)
+
+
+def config_hash(exp: Experiment) -> str:
+    """Identifies what is searched and how, not where or for how long it runs. Defaults are left
+    out, so a new optional field in a later distune version does not change every hash."""
+    raw = exp.model_dump(mode="json", exclude_defaults=True)
+    raw.setdefault("run", {})
+    for key in ("name", "storage", "address", "time_budget_s"):
+        raw["run"].pop(key, None)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def code_version() -> str:
+    """distune's version, plus the git commit when it runs from a checkout (".dirty" if edited)."""
+    from importlib.metadata import version
+
+    __version__ = version("distune")  # pyproject.toml's, the one place it is written
+    src = Path(__file__).resolve().parent
+    if "site-packages" in src.parts:
+        return __version__
+    git = ["git", "-C", str(src)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return __version__
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{head.stdout.strip()}{'.dirty' if dirty else ''}"
+
+
+def nightly(exp: Experiment, stem: str, opts: NightOptions, say: Callable[[str], None] = print) -> int:
+    """Run (or resume) tonight's sweep under the sweep's lock; 0, or EXIT_REGRESSION."""
+    from distune.ops import lock
+    from distune.sweep.directory import check_writable
+
+    sweep = sweep_directory(exp, stem)
+    check_writable(sweep)
+    if opts.notify and not opts.notify.startswith(("http://", "https://")):
+        raise DistuneError(f"--notify {opts.notify!r}: expected an http:// or https:// URL.")
+    with lock.held(sweep / LOCK_FILE, opts.time_budget_s or exp.run.time_budget_s, say):
+        return _night(exp, sweep, opts, say)
+
+
+@contextmanager
+def _ray_stopping_on_sigterm(exp: Experiment, verbose: bool) -> Iterator[None]:
+    """systemd and Kubernetes stop with SIGTERM, which Ray's driver turns into an immediate
+    exit: once Ray is up, make SIGTERM act as Ctrl-C, so Tune saves the sweep's state and the
+    next run resumes the night."""
+    import threading
+
+    import ray
+
+    from distune.sweep.tune import start_ray
+
+    owns_ray = start_ray(exp, verbose)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT)) \
+        if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        if owns_ray:
+            ray.shutdown()
+
+
+def _night(exp: Experiment, sweep: Path, opts: NightOptions, say: Callable[[str], None]) -> int:
+    history = History(sweep / HISTORY_FILE)
+    night_dir = sweep / NIGHTS_DIR / opts.date
+    night = history.get(opts.date)
+    if night is not None and night.status in FINISHED:
+        say(f"distune: night {opts.date} of {sweep.name} already ran ({night.status}); report: "
+            f"{night_dir / NIGHT_REPORT_FILE}")
+        return 0
+    night = night or Night(opts.date, metric=exp.search.metric, mode=exp.search.mode)
+    night.status, night.code_version = "running", code_version()
+    night.config_hash = night.config_hash or config_hash(exp)  # a resumed night keeps its own
+    night.rebaseline = night.rebaseline or opts.rebaseline
+    history.save(night)
+    started = time.time()
+    try:
+        with _ray_stopping_on_sigterm(exp, opts.verbose):
+            if _has_state(night_dir):
+                resume(night_dir, verbose=opts.verbose, say=say)
+            else:
+                planned = plan(exp, sweep, opts, history.nights(), say)
+                run(planned, opts.date, overwrite=True, verbose=opts.verbose, say=say)
+    except (Interrupted, KeyboardInterrupt) as e:
+        _give_up(history, night, "interrupted", started, opts, sweep)
+        raise Interrupted(f"interrupted: night {opts.date} is saved in {night_dir}; run the same "
+                          f"`distune nightly` command with --date {opts.date} to resume it.") from e
+    except BaseException:
+        _give_up(history, night, "failed", started, opts, sweep)
+        raise
+    night.wall_s += time.time() - started
+    return conclude(night, sweep, history, opts, say)
+
+
+def _give_up(history: History, night: Night, status: str, started: float, opts: NightOptions,
+             sweep: Path) -> None:
+    night.status, night.wall_s = status, night.wall_s + time.time() - started
+    history.save(night)
+    if opts.notify:
+        post(opts.notify, {"sweep": sweep.name, "night": night.date, "status": status})
+
+
+def _has_state(directory: Path) -> bool:
+    return any(directory.glob("experiment_state*.json"))
+
+
+def plan(exp: Experiment, sweep: Path, opts: NightOptions, earlier: list[Night],
+         say: Callable[[str], None]) -> Experiment:
+    """Tonight's experiment: dated name, time budget, earlier bests first, warm start."""
+    from distune.space.params import Fixed, is_conditional
+    from distune.search.warmstart import WARM_CAPABLE, fits
+
+    earlier = [n for n in earlier if n.date < opts.date and n.status in FINISHED]
+    raw = exp.model_dump(mode="json")
+    raw["run"].update(name=opts.date, storage=str(sweep / NIGHTS_DIR))
+    # New configs each night; the split and each config's training stay seeded by run.seed.
+    base = exp.run.seed if exp.search.seed is None else exp.search.seed
+    raw["search"]["seed"] = base + int(opts.date.replace("-", ""))
+    if opts.time_budget_s:
+        raw["run"]["time_budget_s"] = opts.time_budget_s
+    params = exp.model.params
+    flat = not is_conditional(params)
+    if flat and exp.search.searcher != "stepwise":
+        searched = [k for k, p in params.items() if not isinstance(p, Fixed)]
+        points, seen = [], {config_key(p) for p in exp.search.initial_points}
+        for config in earlier_bests(sweep, earlier):
+            point = {k: config[k] for k in searched if k in config}
+            if len(point) == len(searched) and fits(params, point) and config_key(point) not in seen:
+                seen.add(config_key(point))
+                points.append(point)
+        if points:
+            say(f"distune: re-evaluating {len(points)} earlier best config(s) first")
+            raw["search"]["initial_points"] = [*points, *exp.search.initial_points]
+            if exp.planned_trials == exp.search.num_samples:  # not a grid: they come on top
+                raw["search"]["num_samples"] = exp.search.num_samples + len(points)
+    sources = [str(sweep / NIGHTS_DIR / n.date) for n in earlier
+               if not n.regression and _has_state(sweep / NIGHTS_DIR / n.date)][-opts.keep_nights:]
+    if sources and exp.search.searcher in WARM_CAPABLE and flat:
+        own = exp.search.warm_start
+        raw["search"]["warm_start"] = [*([own] if isinstance(own, str) else own or []), *sources]
+    elif sources:
+        say(f"distune: searcher {exp.search.searcher} does not learn from earlier trials "
+            f"(warm start needs {' or '.join(sorted(WARM_CAPABLE))} over a "
+            "flat space); tonight only re-evaluates the earlier bests")
+    return validate(raw, f"night {opts.date}")
+
+
+def earlier_bests(sweep: Path, earlier: list[Night]) -> list[dict[str, Any]]:
+    """The promoted best's config and the last sound night's best, without repeats."""
+    configs = []
+    promoted = sweep / BEST_DIR / BEST_FILE
+    if promoted.is_file():
+        configs.append(json.loads(promoted.read_text())["config"])
+    last = next((n for n in reversed(earlier) if n.best_config and not n.regression), None)
+    if last is not None:
+        configs.append(last.best_config)
+    unique = {config_key(c): c for c in configs}
+    return list(unique.values())
+
+
+def conclude(night: Night, sweep: Path, history: History, opts: NightOptions,
+             say: Callable[[str], None]) -> int:
+    """Record the night, judge it against earlier ones, promote, report, prune, notify."""
+    from distune.results.table import open_analysis, trials_table
+    from distune.config.saved import load_saved_experiment
+
+    night_dir = sweep / NIGHTS_DIR / night.date
+    exp = load_saved_experiment(night_dir)
+    metric, mode = exp.search.metric, exp.search.mode
+    table = trials_table(open_analysis(night_dir), metric, mode, exp.train.epochs)
+    best = json.loads((night_dir / BEST_FILE).read_text())
+    trials = [(_row_config(row), row[f"best_{metric}"], row["status"]) for _, row in table.iterrows()]
+    points = exp.search.initial_points
+    rechecks = []
+    for point in points:  # they ran first, so the first match is the re-evaluation
+        for c, s, st in (t for t in trials if _runs(t[0], point)):
+            score = float(s) if s == s else None  # NaN: never scored
+            earlier = [] if night.rebaseline else history.baseline(c, night.date, night.config_hash)
+            rechecks.append(asdict(judge(c, earlier, score, st, mode)))
+            break
+    history.record_scores(night.date, [(c, float(s), st, any(_runs(c, p) for p in points))
+                                       for c, s, st in trials if s == s])
+
+    champion = None
+    for n in [] if night.rebaseline else history.comparable(night.date, night.config_hash):
+        champion = n if champion is None or better(n.best_score, champion.best_score, mode) else champion
+    resources = exp.resources
+    busy_h = float(table["time_s"].sum()) / 3600
+    night.metric, night.mode = metric, mode
+    night.best_config, night.best_score = best["config"], float(best[metric])
+    night.test_accuracy = float(best["test_accuracy"])
+    night.trials = len(table)
+    night.stopped_early = int(table.status.isin(["stopped", "early-stopped"]).sum())
+    night.failed = int(table.status.isin(["error", "diverged"]).sum())
+    night.cpu_hours, night.gpu_hours = busy_h * resources.cpus_per_trial, busy_h * resources.gpus_per_trial
+    night.improved = None if champion is None else better(night.best_score, champion.best_score, mode)
+    night.rechecks = rechecks
+    night.regression = any(c["verdict"] == "regression" for c in rechecks)
+    warm = exp.search.warm_start
+    night.warm_from = [Path(w).name for w in ([warm] if isinstance(warm, str) else warm or [])]
+    night.promoted = not night.regression and (
+        night.rebaseline or better(night.best_score, promoted_score(sweep), mode))
+    if night.promoted:
+        promote(sweep, night_dir, night)
+    night.status = "regression" if night.regression else "ok"
+    history.save(night)
+
+    nights = history.nights()
+    drawn = chart(nights, night_dir / NIGHT_CHART_FILE)
+    write_atomic(night_dir / NIGHT_REPORT_FILE, report(sweep.name, night, champion, nights,
+                                                 NIGHT_CHART_FILE if drawn else None))
+    prune(sweep, opts.keep_nights, night.date, say)
+    say(_headline(sweep, night, champion) + f"\ndistune: report: {night_dir / NIGHT_REPORT_FILE}")
+    if opts.notify:
+        post(opts.notify, {"sweep": sweep.name, "night": night.date, "status": night.status,
+                           "metric": metric, "best": night.best_score,
+                           "test_accuracy": night.test_accuracy, "improved": night.improved,
+                           "regression": night.regression, "promoted": night.promoted,
+                           "report": str(night_dir / NIGHT_REPORT_FILE)})
+    return EXIT_REGRESSION if night.regression else 0
+
+
+def _runs(config: dict[str, Any], point: dict[str, Any]) -> bool:
+    """Does a trial's config set every value of an initial point?"""
+    return config_key({k: config.get(k) for k in point}) == config_key(point)
+
+
+def _row_config(row) -> dict[str, Any]:
+    """A results-table row's trial config (pandas' NaN marks a parameter the trial lacked)."""
+    out = {}
+    for k, v in row.items():
+        if k.startswith("config/") and not (isinstance(v, float) and v != v):
+            out[k.removeprefix("config/")] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def _headline(sweep: Path, night: Night, champion: Night | None) -> str:
+    if night.improved is None:
+        change = "nothing comparable before it (first night, new config, or rebaseline)"
+    else:
+        change = (f"{'improved' if night.improved else 'no improvement'} "
+                  f"({night.best_score - champion.best_score:+.4f} vs {champion.date})")
+    lines = [f"distune: {sweep.name} night {night.date}: best {night.metric} "
+             f"{night.best_score:.4f}, test accuracy {night.test_accuracy:.4f}; {change}"
+             f"{'; promoted to ' + str(sweep / BEST_DIR) if night.promoted else ''}"]
+    for c in night.rechecks:
+        if c["verdict"] == "regression":
+            lines.append(f"distune: REGRESSION: earlier best {json.dumps(c['config'])} scored "
+                         f"{c['score']:.4f}, earlier {sum(c['earlier']) / len(c['earlier']):.4f} "
+                         f"(allowed drop {c['threshold']:.4f})")
+    return "\n".join(lines)
+
+
+def promoted_score(sweep: Path) -> float | None:
+    file = sweep / BEST_DIR / PROMOTED_FILE
+    return json.loads(file.read_text())["score"] if file.is_file() else None
+
+
+def promote(sweep: Path, night_dir: Path, night: Night) -> None:
+    """Copy the winner into promoted/<date>/ via a temporary directory, then swap the `best`
+    symlink with one rename: a reader sees the old best or the new one, never a mix."""
+    link = sweep / BEST_DIR
+    if link.exists() and not link.is_symlink():
+        raise DistuneError(f"{link} is not the symlink nightly maintains; move it away so "
+                           "nightly can promote winners there.")
+    store = sweep / PROMOTED_DIR
+    store.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=store, prefix=f".{night.date}-"))
+    tmp.chmod(0o755)
+    for name in (BEST_MODEL_FILE, BEST_FILE, CONFIG_FILE):
+        shutil.copy2(night_dir / name, tmp / name)
+    write_json(tmp / PROMOTED_FILE, {"night": night.date, "metric": night.metric,
+                                     "score": night.best_score, "test_accuracy": night.test_accuracy,
+                                     "config": night.best_config, "config_hash": night.config_hash,
+                                     "code_version": night.code_version})
+    final = store / night.date
+    if final.exists():
+        shutil.rmtree(final)  # a half-finished earlier attempt at the same night
+    tmp.rename(final)
+    new_link = sweep / f".{BEST_DIR}-{os.getpid()}"
+    new_link.unlink(missing_ok=True)
+    new_link.symlink_to(Path(PROMOTED_DIR) / night.date, target_is_directory=True)
+    previous = os.readlink(link) if link.is_symlink() else None
+    os.replace(new_link, link)
+    for old in store.iterdir():  # keep the new best and the one before it (to roll back)
+        if old.name not in (night.date, Path(previous or "").name) and not old.name.startswith("."):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def prune(sweep: Path, keep: int, tonight: str, say: Callable[[str], None]) -> None:
+    """Delete checkpoints and exported models of all but the last `keep` nights (and tonight's,
+    should it be a backfilled earlier date); their tables, reports and history rows stay."""
+    nights = sorted(d for d in (sweep / NIGHTS_DIR).iterdir() if d.is_dir())
+    pruned = []
+    for night in (n for n in nights[:-keep] if n.name != tonight):
+        victims = [c for pattern in ("*/checkpoint_*", "select/*/checkpoint_*")
+                   for c in night.glob(pattern) if c.is_dir()]
+        for victim in victims:
+            shutil.rmtree(victim, ignore_errors=True)
+        model = night / BEST_MODEL_FILE
+        if victims or model.exists():
+            model.unlink(missing_ok=True)
+            pruned.append(night.name)
+    if pruned:
+        say(f"distune: pruned checkpoints of {', '.join(pruned)} (keeping the last {keep} nights)")
+
+
+def post(url: str, payload: dict[str, Any]) -> None:
+    """POST a JSON summary; a failure only warns (the night's results are already safe)."""
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except (OSError, ValueError) as e:
+        print(f"distune: warning: could not notify {url}: {e}", file=sys.stderr)
+
+
+def history_text(sweep: Path) -> str:
+    """`distune history`: the nights as a table, and where the latest report is."""
+    from distune.nightly.history import table
+
+    file = sweep / HISTORY_FILE
+    if not file.is_file():
+        raise DistuneError(f"no nightly history at {file}. Check the sweep's name and --storage "
+                           "(the history appears after the first `distune nightly`).")
+    nights = History(file).nights()
+    latest = sweep / NIGHTS_DIR / nights[-1].date / NIGHT_REPORT_FILE if nights else None
+    tail = f"\nlatest report: {latest}" if latest and latest.is_file() else ""
+    return f"{sweep}: {len(nights)} nights\n{table(nights)}{tail}"

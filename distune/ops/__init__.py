@@ -1,0 +1,29 @@
+"""Operating the job's surroundings: storage (local, NFS or a bucket), the nightly lock, the quiet
+environment every distune process and Ray worker shares. Imports only distune.errors."""
+
+from distune._lazy import exports
+
+_NAMES = {
+    "Locked": "lock",
+    "QUIET_ENV": "environment",
+    "checkpoint_path": "storage",
+    "fetch": "storage",
+    "is_uri": "storage",
+    "join": "storage",
+    "local_copy": "storage",
+    "mirror": "storage",
+    "pid_alive": "lock",
+    "prepare_remote": "storage",
+    "probe": "storage",
+    "publish": "storage",
+    "quiet_environment": "environment",
+    "refresh": "storage",
+    "remote_of": "storage",
+    "resume_command": "storage",
+    "root_of": "storage",
+    "sibling": "storage",
+    "taken_error": "storage",
+    "where": "storage",
+}
+__all__ = sorted(_NAMES)
+__getattr__ = exports(__name__, _NAMES)

@@ -1,0 +1,144 @@
+"""The pipeline the CLI and nightly run: a validated Experiment -> its sweep -> the winner
+picked on validation, tested once, exported; the report and the tracking at the end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from distune.config.experiment import Experiment
+from distune.config.saved import load_saved_experiment
+from distune.errors import DistuneError
+from distune.ops.environment import quiet_environment
+from distune.ops.storage import publish, root_of, where
+from distune.results.layout import BEST_FILE, BEST_MODEL_FILE, CONFIG_FILE, TABLE_FILE
+from distune.results.table import open_analysis, trials_table, write_atomic, write_json
+from distune.report.page import try_write_report
+from distune.search.searchers import ENUMERATING
+from distune.space.params import grid_points
+from distune.sweep.directory import corrupt_checkpoints, experiment_dir, load_data, prepare_directory
+from distune.sweep.tune import build_tuner, fit, make_trainable
+from distune.trial.training import configure_tensorflow
+from distune.winner import pick as W
+from distune.winner.select import reevaluate
+
+@dataclass
+class Summary:
+    name: str
+    directory: Path
+    trials: int
+    best_config: dict[str, Any]
+    best_score: float
+    test_accuracy: float
+    test_loss: float
+    refit: bool
+    metric: str
+    files: dict[str, Path] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = False,
+        verbose: bool = False, say: Callable[[str], None] = print) -> Summary:
+    """The whole job: sweep, pick the winner on validation, test it once, export it."""
+    started = time.time()
+    if exp.run.name is None:
+        name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        exp = exp.model_copy(update={"run": exp.run.model_copy(update={"name": name})})
+    quiet_environment(verbose)
+    directory = experiment_dir(exp)
+    splits = load_data(exp)
+    prepare_directory(directory, overwrite)
+    write_atomic(directory / CONFIG_FILE, exp.to_yaml())
+    publish(directory)
+    say(_plan(exp, splits, directory))
+    fit(exp, verbose, lambda: build_tuner(exp, splits.for_trials(), directory, verbose, say), say)
+    return finish(exp, directory, splits, refit=refit, started=started, say=say, verbose=verbose)
+
+
+def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
+           verbose: bool = False, say: Callable[[str], None] = print) -> Summary:
+    """Continue an interrupted sweep from its storage: finished trials keep their results,
+    unfinished ones restart from their latest checkpoints, the searcher from its saved state."""
+    from ray import tune
+
+    started = time.time()
+    quiet_environment(verbose)
+    exp = load_saved_experiment(directory)
+    exp = exp.model_copy(update={"run": exp.run.model_copy(update={  # where it is now
+        "storage": root_of(directory), "name": directory.name})})
+    if not tune.Tuner.can_restore(where(directory)):
+        raise DistuneError(f"{directory} has no sweep state to resume (it never started). Run it "
+                           f"again with `distune run {directory / CONFIG_FILE} --overwrite`.")
+    problems = corrupt_checkpoints(directory)
+    if problems and not skip_corrupt:
+        raise DistuneError("cannot resume: " + "; ".join(problems) + ". Restore those files (for "
+                           "example from your shared storage), or pass --skip-corrupt to resume "
+                           "anyway: those trials fail and are recorded as errors, all other "
+                           "results are kept.")
+    splits = load_data(exp)
+    say(f"distune: resuming {directory.name} from {where(directory)}")
+    fit(exp, verbose, lambda: tune.Tuner.restore(
+        where(directory), trainable=make_trainable(exp, splits.for_trials()),
+        resume_unfinished=True, resume_errored=True), say)
+    return finish(exp, directory, splits, refit=refit, started=started, say=say, verbose=verbose)
+
+
+def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: float,
+           say: Callable[[str], None], verbose: bool = False) -> Summary:
+    """Write the results table, re-evaluate the top configs (select.top_k > 1), test the
+    winner once and export it; then the report (and the winner's MLflow artifacts), whose
+    failure only warns."""
+    from distune.sweep.tracking import try_log_winner  # Ray's logger classes
+
+    configure_tensorflow()
+    analysis = open_analysis(directory)
+    table = trials_table(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
+    write_atomic(directory / TABLE_FILE, table.to_csv(index=False))
+    best, selection = W.pick_winner(analysis, exp), None
+    if exp.select.top_k > 1:
+        selection = reevaluate(exp, directory, splits, analysis, verbose, say)
+        best = selection.winner
+    if refit:
+        say(f"Refitting the winner on train + validation for {best.epoch} epochs ...")
+        test_loss, test_acc, model_file = W.refit(best, exp, splits, directory)
+    elif selection:  # its seed models are tested already, this one among them
+        test_loss, test_acc, model_file = selection.tests[selection.exported]
+    else:
+        test_loss, test_acc, model_file = W.evaluate_checkpoint(best, splits)
+    W.export_model(model_file, directory / BEST_MODEL_FILE)
+    if refit:
+        model_file.unlink(missing_ok=True)
+    write_json(directory / BEST_FILE, {
+        "trial": best.trial_id, "config": best.config, "epoch": best.epoch,
+        exp.search.metric: best.score, "test_accuracy": test_acc, "test_loss": test_loss,
+        "refit": refit, "checkpoint": where(best.checkpoint_dir), "model": BEST_MODEL_FILE,
+        **(selection.summary(exp.search.metric) if selection else {}),
+    })
+    report = try_write_report(directory, splits, say) if exp.run.report else None
+    try_log_winner(exp, directory, best.trial_id, {"test_accuracy": test_acc,
+                                                   "test_loss": test_loss}, say)
+    publish(directory)  # for a URI: every file written here since the sweep
+    return Summary(exp.run.name, directory, len(table), best.config, best.score, test_acc,
+                   test_loss, refit, exp.search.metric, {"table": directory / TABLE_FILE, "best": directory / BEST_FILE,
+                                      "model": directory / BEST_MODEL_FILE,
+                                      "config": directory / CONFIG_FILE,
+                                      **({"report": report} if report else {}),
+                                      **({"select": selection.table} if selection else {})},
+                   wall_s=time.time() - started)
+
+
+def _plan(exp: Experiment, splits, directory: Path) -> str:
+    points = grid_points(exp.model.params, exp.search.searcher in ENUMERATING)
+    trials = exp.planned_trials
+    grid = f" ({points} grid points x {exp.search.num_samples})" if points > 1 else ""
+    folds, n_val = exp.search.cv_folds, len(splits.x_val)
+    data = (f"{len(splits.x_train) + n_val} images in {folds} cross-validation folds" if folds > 1
+            else f"{len(splits.x_train)} train / {n_val} validation images")
+    select = (f"; then the top {exp.select.top_k} configs retrained with {exp.select.seeds} seeds "
+              "each" if exp.select.top_k > 1 else "")
+    return (f"distune: {exp.run.name}: {trials} trials{grid}, searcher {exp.search.searcher}, "
+            f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs each on "
+            f"{data}{select}\n"
+            f"distune: results in {where(directory)}")

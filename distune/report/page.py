@@ -1,0 +1,266 @@
+"""`report.html`: one self-contained page (charts embedded as PNG) about an experiment, finished
+or still running, plus the same charts as PNG files under `report/`. It only reads what a
+sweep wrote, so it can be regenerated at any time with `distune report NAME`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from distune.report import charts
+from distune.errors import DistuneError
+from distune.results.layout import BEST_FILE, BEST_MODEL_FILE, CHARTS_DIR, PROGRESS_FILE, REPORT_FILE
+from distune.results.table import open_analysis, trials_table, write_atomic
+
+
+
+@dataclass
+class Chart:
+    key: str  # element id and PNG file name
+    title: str
+    caption: str
+    png: bytes | None = None
+    note: str | None = None  # why there is no chart
+
+
+def write_report(directory: Path, splits=None) -> Path:
+    """Write report.html and report/*.png for the experiment in `directory`. `splits` saves
+    reloading MNIST when the caller has it (the end of a run)."""
+    from distune.config.saved import load_saved_experiment
+
+    exp = load_saved_experiment(directory)
+    metric, mode = exp.search.metric, exp.search.mode
+    table = trials_table(open_analysis(directory), metric, mode, exp.train.epochs)
+    trials = _trial_data(directory, table, metric)
+    best = _read_best(directory)
+    winner_id = best["trial"] if best else None
+
+    sections: list[tuple[str, str, list[Chart], str]] = []
+    if best:
+        sections.append(("winner", f"Winner: trial {winner_id}", _winner_charts(exp, directory,
+                                                                                splits),
+                         _winner_table(best, metric)))
+    log_params = {k for k, p in exp.model.params.items() if getattr(p, "log", False)}
+    study = charts.study(trials, mode, log_params)
+    other = "val_loss" if metric != "val_loss" else "val_accuracy"
+    importance_chart, importance_html = _importance(study, metric)
+    sections += [
+        ("history", "Optimization history", [_draw(
+            "history", "Optimization history",
+            "Left: every epoch's result over wall time, with the best so far. Right: each "
+            "trial's best (coloured by how it ended), in the order trials started.",
+            lambda: charts.history(trials, metric, mode))], ""),
+        ("curves", "Learning curves", [_draw(
+            "curves", "Learning curves",
+            "Every trial, epoch by epoch. Dashed grey ending in x: stopped early by the "
+            "scheduler; dash-dot orange: its own early stopping; dotted red: diverged or "
+            "failed; bold black: the winner.",
+            lambda: charts.learning_curves(trials, [metric, other], winner_id))], ""),
+        ("parallel", "Parallel coordinates", [_draw(
+            "parallel", "Parallel coordinates",
+            f"One line per trial through its hyperparameters, coloured by its best {metric}.",
+            lambda: charts.parallel_coordinates(study, metric))], ""),
+        ("importance", "Hyperparameter importance", [importance_chart], importance_html),
+        ("slices", "Slice plots", [_draw(
+            "slices", "Slice plots",
+            f"Each trial's best {metric} against the value of one hyperparameter.",
+            lambda: charts.slices(study, metric))], ""),
+    ]
+    page = _page(exp, directory, table, best, sections)
+    try:
+        _write_pngs(directory / CHARTS_DIR, [c for _, _, cs, _ in sections for c in cs])
+        write_atomic(directory / REPORT_FILE, page)
+    except OSError as e:
+        raise DistuneError(f"cannot write the report into {directory} ({e.strerror}). Make the "
+                           "experiment directory writable, or copy it somewhere that is.") from None
+    return directory / REPORT_FILE
+
+
+def try_write_report(directory: Path, splits=None,
+                     say: Callable[[str], None] = print) -> Path | None:
+    """The end of a run: a report that cannot be written is a warning, never a lost result."""
+    try:
+        return write_report(directory, splits)
+    except Exception as e:  # noqa: BLE001  (any failure here must not lose the sweep's results)
+        say(f"distune: warning: could not write the report ({type(e).__name__}: {e}); the "
+            f"results are saved. Try again with `distune report {directory.name} --storage "
+            f"{directory.parent}`.")
+        return None
+
+
+def _read_best(directory: Path) -> dict[str, Any] | None:
+    file = directory / BEST_FILE
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def _trial_data(directory: Path, table: pd.DataFrame, metric: str) -> list[charts.TrialData]:
+    """Each trial's status and config from the results table, its epochs from progress.csv."""
+    out = []
+    for row in table.to_dict("records"):
+        progress = directory / row["trial"] / PROGRESS_FILE
+        epochs = pd.read_csv(progress) if progress.is_file() and progress.stat().st_size else \
+            pd.DataFrame()
+        config = {k.removeprefix("config/"): _plain(v) for k, v in row.items()
+                  if k.startswith("config/") and not _missing(v)}
+        out.append(charts.TrialData(row["trial"], row["status"], config,
+                                    float(row[f"best_{metric}"]), epochs))
+    return out
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (from the table) as Python values; integral floats of int columns as ints
+    (a column with gaps, from tree spaces, turns ints into floats)."""
+    v = v.item() if hasattr(v, "item") else v
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) >= 1 else v
+
+
+def _draw(key: str, title: str, caption: str, make: Callable[[], Any]) -> Chart:
+    chart = Chart(key, title, caption)
+    try:
+        chart.png = _png(make())
+    except charts.NoChart as e:
+        chart.note = str(e)
+    return chart
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _importance(study, metric: str) -> tuple[Chart, str]:
+    chart = Chart("importance", "Hyperparameter importance",
+                  f"fANOVA: how much of the variation in {metric} across trials each "
+                  "hyperparameter explains (stopped trials count with the best value they "
+                  "reached; only hyperparameters present in every trial are assessed). With few "
+                  "trials, treat it as a hint.")
+    try:
+        fig, scores = charts.importances(study, metric)
+    except charts.NoChart as e:
+        chart.note = str(e)
+        return chart, ""
+    chart.png = _png(fig)
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.3f}</td></tr>" for k, v in scores.items())
+    return chart, f'<table class="small"><tr><th>hyperparameter</th><th>importance</th></tr>{rows}</table>'
+
+
+def _winner_charts(exp, directory: Path, splits) -> list[Chart]:
+    """Confusion matrix and misclassified digits of the exported winner on the test set."""
+    confusion = Chart("confusion", "Confusion matrix",
+                      "The winner's predictions on the test set (rows: true digit).")
+    mistakes = Chart("misclassified", "Misclassified test digits",
+                     "The winner's most confident mistakes, titled true→predicted.")
+    try:
+        x, y, probabilities = _predict(exp, directory, splits)
+    except Exception as e:  # noqa: BLE001  (a missing model or data file: say so, keep the rest)
+        confusion.note = mistakes.note = f"test-set charts unavailable: {e}"
+        return [confusion, mistakes]
+    confusion.png = _png(charts.confusion(y, probabilities.argmax(axis=1)))
+    try:
+        mistakes.png = _png(charts.misclassified(x, y, probabilities))
+    except charts.NoChart as e:
+        mistakes.note = str(e)
+    return [confusion, mistakes]
+
+
+def _predict(exp, directory: Path, splits):
+    from distune.trial.training import configure_tensorflow
+
+    configure_tensorflow()  # before Keras imports TensorFlow: quiet, and its thread settings
+    import keras
+
+    if splits is None:
+        from distune.sweep.directory import load_data
+
+        splits = load_data(exp)
+    model = keras.saving.load_model(directory / BEST_MODEL_FILE)
+    x = splits.x_test.reshape((-1, *model.input_shape[1:]))  # (784,) for mlp, (28, 28, 1) cnn
+    return splits.x_test, splits.y_test, model.predict(x, batch_size=1024, verbose=0)
+
+
+def _winner_table(best: dict[str, Any], metric: str) -> str:
+    facts = {"trial": best["trial"], "best epoch": best.get("epoch"),
+             f"validation {metric}": best.get(metric),
+             "test accuracy" + (" (refit on train+validation)" if best.get("refit") else ""):
+                 best.get("test_accuracy"),
+             "test loss": best.get("test_loss"), "model file": best.get("model", BEST_MODEL_FILE)}
+    facts.update(best.get("config", {}))
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+                   for k, v in facts.items())
+    return f'<table class="small" id="winner-config">{rows}</table>'
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _write_pngs(folder: Path, all_charts: list[Chart]) -> None:
+    folder.mkdir(exist_ok=True)
+    for chart in all_charts:
+        file = folder / f"{chart.key}.png"
+        if chart.png:
+            write_atomic(file, chart.png)
+        else:
+            file.unlink(missing_ok=True)  # no stale chart from an earlier report
+
+
+def _figure(chart: Chart) -> str:
+    if chart.png is None:
+        return f'<p class="note" id="chart-{chart.key}-note">{html.escape(chart.note or "")}</p>'
+    data = base64.b64encode(chart.png).decode()
+    return (f'<figure id="fig-{chart.key}"><img id="chart-{chart.key}" alt="{html.escape(chart.title)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(chart.caption)} '
+            f'(<code>{CHARTS_DIR}/{chart.key}.png</code>)</figcaption></figure>')
+
+
+def _page(exp, directory: Path, table: pd.DataFrame, best, sections) -> str:
+    counts = table["status"].value_counts().to_dict() if not table.empty else {}
+    status = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no trials yet"
+    notice = "" if best else (
+        '<p class="notice" id="no-winner">No winner yet: the sweep is still running or was '
+        "interrupted. The winner (its test accuracy, confusion matrix and mistakes) is added "
+        f"when <code>distune run</code> or <code>distune resume</code> finishes; run "
+        f"<code>distune report {html.escape(directory.name)}</code> to refresh this page.</p>")
+    body = "".join(
+        f'<section id="{key}"><h2>{html.escape(title)}</h2>{extra}'
+        f'{"".join(_figure(c) for c in cs)}</section>' for key, title, cs, extra in sections)
+    shown = table.rename(columns=lambda c: c.removeprefix("config/"))
+    trials_html = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}",
+                                classes="small", table_id="trials-table", border=0)
+    name = html.escape(directory.name)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>distune report: {name}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }} figcaption {{ color: #555; font-size: 90%; }}
+table.small {{ border-collapse: collapse; font-size: 85%; margin: 0.5em 0; }}
+table.small td, table.small th {{ border: 1px solid #ddd; padding: 2px 8px; text-align: left; }}
+.notice {{ background: #fff4d6; padding: 0.8em; border-left: 4px solid #e0a800; }}
+.note {{ color: #777; font-style: italic; }}
+</style></head><body>
+<h1>distune report: {name}</h1>
+<p id="summary">{len(table)} trials ({html.escape(status)}); searcher
+<b>{html.escape(exp.search.searcher)}</b>, scheduler <b>{html.escape(exp.schedule.scheduler)}</b>;
+trials ranked by {html.escape(exp.search.metric)} ({exp.search.mode}). Written
+{time.strftime('%Y-%m-%d %H:%M:%S')} from <code>{html.escape(str(directory))}</code>.</p>
+{notice}{body}
+<section id="trials"><h2>Trials, best first</h2>{trials_html}</section>
+</body></html>
+"""

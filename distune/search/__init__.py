@@ -1,0 +1,22 @@
+"""Choosing trials: the registries of searchers and schedulers (name -> factory, options, and
+capabilities on the entry), the tree and stepwise searchers, warm starts."""
+
+from distune._lazy import exports
+
+_NAMES = {
+    "Context": "registry",
+    "ENUMERATING": "searchers",
+    "GRID_CAPABLE": "searchers",
+    "MUTABLE": "schedulers",
+    "SCHEDULERS": "schedulers",
+    "SEARCHERS": "searchers",
+    "StepwiseSearch": "stepwise",
+    "TREE_CAPABLE": "searchers",
+    "WARM_CAPABLE": "warmstart",
+    "WarmStarted": "warmstart",
+    "fits": "warmstart",
+    "prior_results": "warmstart",
+    "stages": "stepwise",
+}
+__all__ = sorted(_NAMES)
+__getattr__ = exports(__name__, _NAMES)

@@ -1,0 +1,134 @@
+"""Search algorithms by name. Ray imports stay inside factories so `validate` is fast."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from distune.search.registry import Context, Options, Registry
+
+SEARCHERS = Registry("searcher")
+
+# Searchers built on Ray's BasicVariantGenerator understand {grid: [...]}; model-based ones
+# (hyperopt, optuna) raise on it, so the config validator rejects grids for them up front.
+GRID_CAPABLE = {"random", "grid", "stepwise"}
+# The grid searcher enumerates every choice and small int range instead of sampling it.
+ENUMERATING = {"grid"}
+# Searchers that handle tree-structured spaces (choices whose options carry sub-spaces).
+TREE_CAPABLE = {"random", "grid", "hyperopt", "optuna"}
+
+
+class NoOptions(Options):
+    pass
+
+
+@SEARCHERS.add("random", "random sampling; cheap, parallel, a strong baseline", NoOptions)
+def _random(opts: NoOptions, ctx: Context):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if ctx.conditional:
+        from distune.search.tree import TreeSearch
+
+        return TreeSearch(ctx.params, ctx.seed, grid=False)
+
+    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
+
+
+@SEARCHERS.add("grid", "every combination of choices (num_samples repeats the grid)", NoOptions)
+def _grid(opts: NoOptions, ctx: Context):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if ctx.conditional:
+        from distune.search.tree import TreeSearch
+
+        return TreeSearch(ctx.params, ctx.seed, grid=True, repeats=ctx.num_samples)
+
+    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
+
+
+class HyperOptOptions(Options):
+    n_initial_points: int = Field(10, ge=1, description="random trials before TPE takes over")
+    gamma: float = Field(0.25, gt=0, lt=1, description="quantile of trials TPE calls good")
+
+
+@SEARCHERS.add("hyperopt", "Tree-structured Parzen Estimator (hyperopt): learns from past trials",
+               HyperOptOptions)
+def _hyperopt(opts: HyperOptOptions, ctx: Context):
+    from distune.search.warmstart import hyperopt_with_history
+
+    HyperOptSearch = hyperopt_with_history()  # noqa: N806 - Ray's class, plus warm starts
+    if ctx.conditional:
+        from distune.search.tree import Flattened, hyperopt_space
+
+        return Flattened(HyperOptSearch(
+            hyperopt_space(ctx.params), metric=ctx.metric, mode=ctx.mode, gamma=opts.gamma,
+            n_initial_points=opts.n_initial_points, random_state_seed=ctx.seed))
+    return HyperOptSearch(n_initial_points=opts.n_initial_points, gamma=opts.gamma,
+                          random_state_seed=ctx.seed, points_to_evaluate=ctx.points or None)
+
+
+class OptunaOptions(Options):
+    sampler: Literal["tpe", "gp", "cmaes", "qmc", "random"] = Field(
+        "tpe", description="tpe, gp (Gaussian process + expected improvement), cmaes, qmc, random")
+
+
+@SEARCHERS.add("optuna", "Optuna with a choice of sampler (TPE by default, or GP, CMA-ES, QMC)",
+               OptunaOptions)
+def _optuna(opts: OptunaOptions, ctx: Context):
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=ctx.seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=ctx.seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=ctx.seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=ctx.seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=ctx.seed),
+    }
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if opts.sampler == "gp":
+        try:
+            import torch  # noqa: F401  (Optuna's GP sampler is written in PyTorch)
+        except ImportError:
+            raise_missing("gp", "PyTorch")
+    if ctx.conditional:
+        from distune.search.tree import Flattened, OptunaDefineByRun
+
+        return Flattened(OptunaSearch(OptunaDefineByRun(ctx.params), metric=ctx.metric,
+                                      mode=ctx.mode, sampler=samplers[opts.sampler]()))
+    return OptunaSearch(sampler=samplers[opts.sampler](), points_to_evaluate=ctx.points or None)
+
+
+class BOHBOptions(Options):
+    pass
+
+
+@SEARCHERS.add("bohb", "BOHB: TPE-like model inside Hyperband brackets (needs scheduler "
+               "hyperband_bohb)", BOHBOptions, only_with=("hyperband_bohb",))
+def _bohb(opts: BOHBOptions, ctx: Context):
+    try:
+        from ray.tune.search.bohb import TuneBOHB
+    except ImportError:
+        raise_missing("bohb", "hpbandster ConfigSpace")
+    return TuneBOHB(seed=ctx.seed, points_to_evaluate=ctx.points or None)
+
+
+class StepwiseOptions(Options):
+    order: list[str] | None = Field(None, description="hyperparameters to tune, one at a time, in "
+                                    "this order (default: the space's order)")
+
+
+@SEARCHERS.add("stepwise", "one hyperparameter at a time: try each value with the others at "
+               "their first listed value, keep the best, move on", StepwiseOptions)
+def _stepwise(opts: StepwiseOptions, ctx: Context):
+    from distune.search.stepwise import StepwiseSearch, stages
+
+    return StepwiseSearch(*stages(ctx.params, opts.order))
+
+
+def raise_missing(extra: str, packages: str):
+    from distune.errors import DistuneError
+
+    raise DistuneError(f"this searcher needs {packages}, which is not installed: "
+                       f"pip install 'distune[{extra}]'")

@@ -1,0 +1,25 @@
+"""One Ray Tune run for an Experiment: its directory, the Tuner (trainable, resources,
+checkpoints, stopper), fitting it, and the callbacks that print progress and track trials."""
+
+from distune._lazy import exports
+
+_NAMES = {
+    "ProgressLines": "progress",
+    "build_tuner": "tune",
+    "check_resources": "tune",
+    "check_writable": "directory",
+    "checkpoint_config": "tune",
+    "corrupt_checkpoints": "directory",
+    "experiment_dir": "directory",
+    "fit": "tune",
+    "left_paused_by_hyperband": "tune",
+    "load_data": "directory",
+    "make_trainable": "tune",
+    "node_types_to_add": "tune",
+    "prepare_directory": "directory",
+    "start_ray": "tune",
+    "trial_dirname": "tune",
+    "try_log_winner": "tracking",
+}
+__all__ = sorted(_NAMES)
+__getattr__ = exports(__name__, _NAMES)

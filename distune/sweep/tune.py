@@ -1,0 +1,233 @@
+"""Building and fitting Ray Tune's Tuner for one Experiment: the Ray connection, the trainable
+with its resources, the checkpoint policy, the target stopper, and what a fit that returned
+means (finished, or interrupted with its state saved)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from distune.config.experiment import Experiment, trial_space
+from distune.errors import DistuneError, Interrupted
+from distune.ops.environment import QUIET_ENV
+from distune.ops.storage import refresh, resume_command, root_of, sibling, where
+from distune.results.table import open_analysis
+from distune.search.registry import Context
+from distune.search.schedulers import SCHEDULERS
+from distune.search.searchers import SEARCHERS
+from distune.sweep.directory import experiment_dir
+from distune.trial.training import warm_up_tensorflow
+
+def start_ray(exp: Experiment, verbose: bool) -> bool:
+    """Connect to `run.address` (else $RAY_ADDRESS, which Ray's Jobs API sets for a job's
+    driver), or start a private local Ray without a dashboard: never silently join a cluster
+    that someone started with `ray start` on this machine. Returns whether we started it (and
+    so should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
+    address = exp.run.address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+             logging_level=logging.INFO if verbose else logging.CRITICAL,
+             runtime_env={"env_vars": env} if env else None)
+    if not verbose:  # ray.init configures Ray's loggers; quiet Tune's after it
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    return True
+
+
+def check_resources(exp: Experiment, say: Callable[[str], None] = print) -> None:
+    """A trial no node can host would wait forever: refuse it up front. On an autoscaling
+    cluster, node types the autoscaler can still add count too (GPU workers may be at zero)."""
+    import ray
+
+    need_cpu, need_gpu = exp.resources.cpus_per_trial, exp.resources.gpus_per_trial
+    fits = lambda r: r.get("CPU", 0) >= need_cpu and r.get("GPU", 0) >= need_gpu  # noqa: E731
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(fits(r) for r in nodes):
+        return
+    groups = node_types_to_add()
+    if any(fits(g) for g in groups or ()):
+        say(f"distune: no node can host a trial yet ({need_cpu:g} CPUs, {need_gpu:g} GPUs); "
+            "the autoscaler will add one")
+        return
+    largest = max(nodes + list(groups or ()), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)),
+                  default={})
+    raise DistuneError(f"resources: a trial asks for {need_cpu:g} CPUs and {need_gpu:g} GPUs, but "
+                       f"the largest node{' type' if groups else ''} has "
+                       f"{largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs. "
+                       "Lower resources.cpus_per_trial / gpus_per_trial, or add bigger nodes.")
+
+
+def node_types_to_add() -> list[dict[str, float]]:
+    """Resources of each node type the cluster's autoscaler may still start (none on a local
+    Ray or a fixed-size cluster)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: without it, judge by live nodes only
+        return []
+    if config is None:
+        return []
+    return [dict(g.resources) for g in config.node_group_configs if g.max_count != 0]
+
+
+def _target_stopper(targets: dict[str, float], wait_s: float = 30.0):
+    """(stopper, callback) for run.stop: end the sweep once a trial reaches every target."""
+    from ray import tune
+
+    class TargetReached(tune.Stopper, tune.Callback):
+        """The reaching trial stops at once (and is checkpointed); the whole sweep stops as
+        soon as that checkpoint is recorded, so the winner always has one to be tested from."""
+
+        def __init__(self) -> None:
+            self.trial_id: str | None = None
+            self.reached_at = 0.0
+            self.saved = False
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            ok = all(k in result and (result[k] <= v if k.endswith("loss") else result[k] >= v)
+                     for k, v in targets.items())
+            if ok and self.trial_id is None:
+                self.trial_id, self.reached_at = trial_id, time.monotonic()
+            return self.trial_id is not None
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            self.saved = self.saved or trial.trial_id == self.trial_id
+
+        def stop_all(self) -> bool:
+            return self.trial_id is not None and (
+                self.saved or time.monotonic() - self.reached_at > wait_s)
+
+    return TargetReached()
+
+
+def trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def make_trainable(exp: Experiment, data: dict):
+    """The Trainable with its data (shared via the object store) and resources attached."""
+    from ray import tune
+
+    from distune.trial.trainable import MnistTrainable
+
+    return tune.with_resources(
+        tune.with_parameters(MnistTrainable, experiment=exp, data=data),
+        {"cpu": exp.resources.cpus_per_trial, "gpu": exp.resources.gpus_per_trial},
+    )
+
+
+def _tune_num_samples(exp: Experiment, conditional: bool) -> int:
+    """Ray's num_samples: repeats of the grid for its variant generator, but the total trial
+    count for searchers that enumerate themselves (stepwise, grid over a tree space)."""
+    if exp.search.searcher == "stepwise" or (conditional and exp.search.searcher == "grid"):
+        return exp.planned_trials
+    return exp.search.num_samples
+
+
+def checkpoint_config(exp: Experiment):
+    """The best `keep_checkpoints` by the search metric (the latest is kept too)."""
+    from ray import tune
+
+    return tune.CheckpointConfig(
+        num_to_keep=exp.run.keep_checkpoints,
+        checkpoint_score_attribute=exp.search.metric,
+        checkpoint_score_order=exp.search.mode,
+        checkpoint_frequency=exp.train.checkpoint_every,
+        checkpoint_at_end=exp.train.checkpoint_every > 1,
+    )
+
+
+def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = False,
+                say: Callable[[str], None] = print, callbacks: list = ()):
+    from ray import tune
+
+    from distune.sweep.progress import ProgressLines
+    from distune.sweep.tracking import tracking_callbacks
+
+    space = trial_space(exp)
+    seed = exp.run.seed if exp.search.seed is None else exp.search.seed
+    ctx = Context(seed=seed, max_epochs=exp.max_epochs, space=space,
+                  params=exp.model.params, points=list(exp.search.initial_points),
+                  metric=exp.search.metric, mode=exp.search.mode,
+                  num_samples=exp.search.num_samples)
+    res = exp.resources
+    search_alg = SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx)
+    if exp.search.warm_start:
+        from distune.search.warmstart import WarmStarted, prior_results
+
+        sources = exp.search.warm_start
+        prior, names = [], []
+        for source in [sources] if isinstance(sources, str) else sources:  # nightly: several
+            earlier = Path(source).expanduser()
+            earlier = earlier if earlier.is_dir() else sibling(directory, source)
+            prior += prior_results(earlier, exp.model.params, exp.search.metric, exp.search.mode)
+            names.append(earlier.name)
+        say(f"distune: warm start from {', '.join(names)}: {len(prior)} finished trials fit this space")
+        search_alg = WarmStarted(search_alg, prior)
+    tune_config = tune.TuneConfig(
+        metric=exp.search.metric,
+        mode=exp.search.mode,
+        search_alg=search_alg,
+        scheduler=SCHEDULERS[exp.schedule.scheduler].build(exp.scheduler_options(), ctx),
+        num_samples=_tune_num_samples(exp, ctx.conditional),
+        max_concurrent_trials=res.max_concurrent_trials,
+        time_budget_s=exp.run.time_budget_s,
+        reuse_actors=True,
+        trial_dirname_creator=trial_dirname,
+    )
+    stopper = _target_stopper(exp.run.stop) if exp.run.stop else None
+    run_config = tune.RunConfig(
+        name=directory.name,
+        storage_path=root_of(directory),  # a URI: Ray writes results and checkpoints there
+        checkpoint_config=checkpoint_config(exp),
+        failure_config=tune.FailureConfig(max_failures=exp.run.max_failures),
+        stop=stopper,
+        callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say),
+                   *([stopper] if stopper else []), *tracking_callbacks(exp, directory),
+                   *callbacks],
+        verbose=1 if verbose else 0,
+    )
+    return tune.Tuner(make_trainable(exp, data), param_space=space,
+                      tune_config=tune_config, run_config=run_config)
+
+
+def fit(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
+           say: Callable[[str], None] = print, state_dir: Path | None = None) -> None:
+    """Fit one Tuner; `state_dir`: where it keeps its state, if not in the experiment's
+    directory itself (the select stage's subdirectory)."""
+    import ray
+
+    owns_ray = start_ray(exp, verbose)
+    warm_up_tensorflow()  # for finish(), which tests the winner
+    try:
+        check_resources(exp, say)
+        make_tuner().fit()
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    # On Ctrl-C, Tune saves its state and returns normally; the saved state (not the live
+    # trial objects, which it marks stopped while cleaning up) tells that trials are unfinished.
+    directory = experiment_dir(exp)
+    refresh(directory)
+    trials = open_analysis(state_dir or directory).trials
+    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    if unfinished and left_paused_by_hyperband(exp, unfinished) and state_dir is None:
+        say(f"distune: HyperBand left {len(unfinished)} trial(s) paused in brackets it never "
+            "completed; they count as stopped by the scheduler")
+    elif unfinished:
+        raise Interrupted(f"interrupted: the sweep's state is saved in {where(directory)}. Resume "
+                          f"it with: {resume_command(directory)}")
+
+
+def left_paused_by_hyperband(exp: Experiment, unfinished: list) -> bool:
+    """Tune's HyperBand can end a sweep with trials still PAUSED in a bracket that never
+    filled: nothing is running or pending, so the sweep is over, not interrupted."""
+    return (exp.schedule.scheduler in ("hyperband", "hyperband_bohb")
+            and all(t.status == "PAUSED" for t in unfinished))

@@ -1,0 +1,25 @@
+"""One trial's work in its own process: the MNIST data, the Keras model, the training loop
+and its explicit checkpoint state, the Ray Trainable and the per-node zygote that forks it."""
+
+from distune._lazy import exports
+
+_NAMES = {
+    "CrossValidated": "training",
+    "MnistTrainable": "trainable",
+    "Splits": "data",
+    "Training": "training",
+    "build_model": "model",
+    "checkpoint_problem": "training",
+    "configure_tensorflow": "training",
+    "current_learning_rate": "model",
+    "find_mnist": "data",
+    "input_shape": "model",
+    "load_mnist": "data",
+    "make_training": "training",
+    "read_npz": "data",
+    "trial_hyperparams": "training",
+    "trial_seed": "training",
+    "warm_up_tensorflow": "training",
+}
+__all__ = sorted(_NAMES)
+__getattr__ = exports(__name__, _NAMES)

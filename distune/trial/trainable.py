@@ -1,0 +1,51 @@
+"""The Ray Tune face of a trial: Tune's Trainable protocol, forwarded to a `Training` that
+runs in the actor's child process (see distune.trial.worker for why)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray import tune
+
+from distune.config.experiment import Experiment
+from distune.space.hyperparams import Hyperparams
+from distune.trial.training import trial_hyperparams, trial_seed
+from distune.trial.worker import TrainingProcess
+
+
+class MnistTrainable(tune.Trainable):
+    """One Keras MNIST trial; each `step()` is one epoch. Built with `tune.with_parameters`, so
+    the data arrive once per node through the object store, not once per trial."""
+
+    def setup(self, config: dict[str, Any], experiment: Experiment, data: dict[str, np.ndarray]):
+        import ray
+
+        self.experiment, self.node = experiment, ray.get_runtime_context().get_node_id()
+        self.process = TrainingProcess(data, threads=max(1, int(experiment.resources.cpus_per_trial)))
+        self._start(config)
+
+    def _start(self, config: dict[str, Any]) -> None:
+        config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy
+        exp = self.experiment
+        self.process.start(Hyperparams.model_validate(trial_hyperparams(config)), exp.train,
+                           trial_seed(exp.run.seed, config), exp.search.cv_folds, exp.run.seed)
+
+    def step(self) -> dict[str, Any]:
+        return {**self.process.call("run_epoch"), "training_pid": self.process.pid,
+                "node_id": self.node}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        self.process.call("save", checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        self.process.call("load", checkpoint_dir)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Reuse this actor for the next trial; its child process starts a clean Keras model
+        (and is itself replaced every few trials)."""
+        self._start(new_config)
+        return True
+
+    def cleanup(self) -> None:
+        self.process.close()

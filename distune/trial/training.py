@@ -1,0 +1,338 @@
+"""What one epoch of a trial does, and what a trial's checkpoint holds. No Ray here: the
+Trainable wraps this, and the refit of the winner and the tests use it directly."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distune.config.experiment import MIN_FOLD_IMAGES, TrainConfig
+from distune.errors import DistuneError
+from distune.space.hyperparams import Hyperparams
+from distune.results.layout import BEST_WEIGHTS_FILE, CHECKPOINT_MODEL_FILE, CV_FILE, STATE_FILE
+
+RETRAIN_KEYS = {"config", "seed"}  # a select-stage retrain's config (see trial_hyperparams)
+
+_configured = False
+_configuring = threading.Lock()
+
+
+def warm_up_tensorflow() -> None:
+    """Configure TensorFlow in a background thread: a driver imports it (~6 s) while its
+    trials train, not after them, when it tests the winner."""
+    threading.Thread(target=configure_tensorflow, daemon=True, name="distune-tf-import").start()
+
+
+def configure_tensorflow(threads: int | None = None) -> None:
+    """Match TF's thread pools to the trial's CPUs and let trials share a GPU. Must run before
+    TF executes any op; later calls in the same process (reused actors) do nothing; a call
+    during a warm-up waits for it."""
+    global _configured
+    with _configuring:
+        if not _configured:
+            _configure(threads)
+            _configured = True
+
+
+def _configure(threads: int | None) -> None:
+    tf = import_tensorflow()
+    with _stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
+        tf.config.list_physical_devices("GPU")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3":
+        tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when a reused actor builds anew
+    try:
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # TF already initialised in this process: keep its settings
+        pass
+
+
+def import_tensorflow():
+    """TensorFlow and Keras imported, no op run: what distune.trial.zygote forks from."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    with _stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
+        # TF's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL: silence the fd while it loads.
+        import tensorflow as tf
+
+        import distune.trial.model  # noqa: F401 - Keras, and the model builder
+    return tf
+
+
+@contextlib.contextmanager
+def _stderr_silenced(active: bool):
+    if not active:
+        yield
+        return
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def trial_seed(run_seed: int, config: dict[str, Any]) -> int:
+    """Seed from the run's seed and the trial's config, so the same config retrains the same."""
+    blob = json.dumps({"seed": run_seed, "config": config}, sort_keys=True, default=str)
+    return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
+
+
+def trial_hyperparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters in a trial's config. A select-stage retrain's config is
+    {"config": hyperparameters, "seed": n}: n is no hyperparameter, it only makes `trial_seed`
+    (which hashes the whole config) differ between the retrains of one config."""
+    return config["config"] if set(config) == RETRAIN_KEYS else config
+
+
+class CorruptCheckpoint(DistuneError):
+    """A checkpoint that cannot be loaded; the trial fails instead of training from garbage."""
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why a checkpoint directory cannot be loaded, or None if it looks whole."""
+    if not directory.is_dir():
+        return f"checkpoint {directory} is missing"
+    model, state = directory / CHECKPOINT_MODEL_FILE, directory / STATE_FILE
+    try:
+        with zipfile.ZipFile(model) as z:
+            if z.testzip() is not None:
+                return f"checkpoint model {model} is corrupt (CRC error)"
+        json.loads(state.read_text())["epoch"]
+    except FileNotFoundError as e:
+        return f"checkpoint {directory} lacks {Path(e.filename).name}"
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError) as e:
+        return f"checkpoint {directory} is corrupt ({type(e).__name__}: {e})"
+    if (directory / CV_FILE).is_file():  # cross-validated: folds 2..k live inside it
+        try:
+            folds = int(json.loads((directory / CV_FILE).read_text())["folds"])
+        except (ValueError, KeyError, OSError) as e:
+            return f"checkpoint {directory} is corrupt ({type(e).__name__}: {e})"
+        return next(filter(None, (checkpoint_problem(directory / f"fold_{i}")
+                                  for i in range(2, folds + 1))), None)
+    return None
+
+
+class Training:
+    """One model, its data views and its epoch counter; `run_epoch` is one unit of Tune time."""
+
+    def __init__(self, hp: Hyperparams, data: dict[str, np.ndarray], train: TrainConfig, seed: int,
+                 rows: np.ndarray | None = None):
+        """`rows`: train on these rows of x_train only (a cross-validation fold, without a copy)."""
+        import keras
+
+        from distune.trial.model import build_model, input_shape
+
+        self.hp, self.train, self.seed = hp, train, seed
+        self.epochs = hp.epochs or train.epochs
+        shape = (-1, *input_shape(hp.architecture))
+        self.x, self.y = data["x_train"].reshape(shape), data["y_train"]
+        self.x_val, self.y_val = data["x_val"].reshape(shape), data["y_val"]
+        self.rows = np.arange(len(self.x)) if rows is None else rows
+        keras.utils.set_random_seed(seed)
+        self.model = build_model(hp, math.ceil(len(self.rows) / hp.batch_size), self.epochs)
+        self.epoch = 0
+        self.best_val_loss = math.inf
+        self.wait = 0  # epochs since val_loss last improved
+        self.best_weights: list[np.ndarray] | None = None
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, score on validation, and say whether the trial is done and why."""
+        return self._judge(self._epoch())
+
+    def _epoch(self) -> dict[str, Any]:
+        import keras
+
+        from distune.trial.model import current_learning_rate
+
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = self.rows[rng.permutation(len(self.rows))]
+        start = time.perf_counter()
+        history = self.model.fit(self.x[order], self.y[order], batch_size=self.hp.batch_size,
+                                 epochs=1, shuffle=False, verbose=0,
+                                 callbacks=[keras.callbacks.TerminateOnNaN()])
+        epoch_s = time.perf_counter() - start
+        val_loss, val_accuracy = self.model.evaluate(self.x_val, self.y_val, batch_size=1024, verbose=0)
+        self.epoch += 1
+        return {
+            "epoch": self.epoch,
+            "loss": float(history.history["loss"][-1]),
+            "accuracy": float(history.history["accuracy"][-1]),
+            "val_loss": float(val_loss),
+            "val_accuracy": float(val_accuracy),
+            "lr": current_learning_rate(self.model),
+            "epoch_s": epoch_s,
+            "samples_per_s": len(self.rows) / epoch_s,
+            "diverged": False,
+        }
+
+    def _judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Diverged, early-stopped or done, from the epoch's (possibly fold-averaged) metrics."""
+        loss, val_loss = metrics["loss"], metrics["val_loss"]
+        metrics["early_stopped"] = False
+        if (metrics["diverged"] or not math.isfinite(loss) or loss > self.train.max_loss
+                or not math.isfinite(val_loss)):
+            metrics["diverged"] = True
+        elif self._early_stop(val_loss):
+            metrics["early_stopped"] = True
+        metrics["done"] = metrics["diverged"] or metrics["early_stopped"] or self.epoch >= self.epochs
+        return metrics
+
+    def _early_stop(self, val_loss: float) -> bool:
+        es = self.train.early_stopping
+        if es is None:
+            return False
+        if val_loss < self.best_val_loss - es.min_delta:
+            self.best_val_loss, self.wait = val_loss, 0
+            self._keep_best()
+            return False
+        self.wait += 1
+        if self.wait >= es.patience:
+            self._restore_best()
+            return True
+        return False
+
+    def _keep_best(self) -> None:
+        self.best_weights = self.model.get_weights()
+
+    def _restore_best(self) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+    def save(self, directory: str | Path) -> None:
+        """Weights, optimizer state (iterations = LR schedule position) and the epoch counter."""
+        d = Path(directory)
+        self.model.save(d / CHECKPOINT_MODEL_FILE)
+        state = {"epoch": self.epoch, "best_val_loss": self.best_val_loss, "wait": self.wait,
+                 "seed": self.seed}
+        (d / STATE_FILE).write_text(json.dumps(state))
+        if self.best_weights is not None:
+            np.savez(d / BEST_WEIGHTS_FILE, *self.best_weights)
+
+    def load(self, directory: str | Path) -> None:
+        import keras
+
+        d = Path(directory)
+        problem = checkpoint_problem(d)
+        if problem:
+            raise CorruptCheckpoint(problem)
+        saved = keras.saving.load_model(d / CHECKPOINT_MODEL_FILE)
+        self._take_state(saved)
+        state = json.loads((d / STATE_FILE).read_text())
+        self.epoch, self.best_val_loss, self.wait = state["epoch"], state["best_val_loss"], state["wait"]
+        if (d / BEST_WEIGHTS_FILE).is_file():
+            with np.load(d / BEST_WEIGHTS_FILE) as f:
+                self.best_weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+
+    def _take_state(self, saved) -> None:
+        """Weights and optimizer state from a saved model into this trial's model, which is built
+        from the trial's own config: a resumed trial continues exactly, and a PBT trial that
+        copies a better one keeps its own (mutated) learning rate, dropout or L2."""
+        self.model.set_weights(saved.get_weights())
+        mine, theirs = self.model.optimizer, saved.optimizer
+        if type(mine) is not type(theirs):
+            return
+        mine.build(self.model.trainable_variables)
+        for var, value in zip(mine.variables, theirs.variables):
+            if not var.path.endswith("learning_rate") and var.shape == value.shape:
+                var.assign(value)
+
+
+class CrossValidated(Training):
+    """k-fold cross-validation as one trial, with Training's interface (run_epoch, save, load).
+
+    Train and validation are pooled and cut into k folds by a permutation seeded with the run's
+    seed, so every trial of a sweep is scored on the same folds; the test set is never here.
+    Each epoch trains the k fold models one epoch each and reports the mean of their metrics,
+    plus `val_accuracy_std` and `val_loss_std` across folds. Early stopping and divergence are
+    judged on the means. `model` (tested and exported if the trial wins) is fold 1's model; its
+    checkpoint is fold 1's, holding folds 2..k in `fold_2/` ... `fold_k/` and the shared state in
+    `cv.json`."""
+
+    def __init__(self, hp: Hyperparams, data: dict[str, np.ndarray], train: TrainConfig, seed: int,
+                 folds: int, fold_seed: int):
+        x = np.concatenate([data["x_train"], data["x_val"]])
+        y = np.concatenate([data["y_train"], data["y_val"]])
+        if len(x) // folds < MIN_FOLD_IMAGES:
+            raise DistuneError(f"search.cv_folds: {folds} folds of {len(x)} images leave fewer "
+                               f"than {MIN_FOLD_IMAGES} per fold; use fewer folds or more data.")
+        parts = np.array_split(np.random.default_rng(fold_seed).permutation(len(x)), folds)
+        per_fold = train.model_copy(update={"early_stopping": None})  # judged here, on the means
+        self.folds = [
+            Training(hp, {"x_train": x, "y_train": y, "x_val": x[val], "y_val": y[val]}, per_fold,
+                     trial_seed(seed, {"fold": i}), rows=np.concatenate(parts[:i] + parts[i + 1:]))
+            for i, val in enumerate(parts)]
+        self.hp, self.train, self.seed = hp, train, seed
+        self.epochs, self.epoch = self.folds[0].epochs, 0
+        self.best_val_loss, self.wait = math.inf, 0
+
+    @property
+    def model(self):
+        return self.folds[0].model
+
+    def _epoch(self) -> dict[str, Any]:
+        results = [fold.run_epoch() for fold in self.folds]
+        self.epoch += 1
+        mean = {k: float(np.mean([r[k] for r in results]))
+                for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        epoch_s = sum(r["epoch_s"] for r in results)
+        return {"epoch": self.epoch, **mean,
+                "val_accuracy_std": float(np.std([r["val_accuracy"] for r in results])),
+                "val_loss_std": float(np.std([r["val_loss"] for r in results])),
+                "lr": results[0]["lr"], "epoch_s": epoch_s,
+                "samples_per_s": sum(len(f.rows) for f in self.folds) / epoch_s,
+                "folds": len(self.folds), "diverged": any(r["diverged"] for r in results)}
+
+    def _keep_best(self) -> None:
+        for fold in self.folds:
+            fold.best_weights = fold.model.get_weights()
+
+    def _restore_best(self) -> None:
+        for fold in self.folds:
+            fold._restore_best()
+
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        for i, fold in enumerate(self.folds, 1):
+            sub = d if i == 1 else d / f"fold_{i}"
+            sub.mkdir(exist_ok=True)
+            fold.save(sub)
+        state = {"epoch": self.epoch, "best_val_loss": self.best_val_loss, "wait": self.wait,
+                 "folds": len(self.folds)}
+        (d / CV_FILE).write_text(json.dumps(state))
+
+    def load(self, directory: str | Path) -> None:
+        d = Path(directory)
+        problem = checkpoint_problem(d) or (None if (d / CV_FILE).is_file() else
+                                            f"checkpoint {d} is not a cross-validated one (no {CV_FILE})")
+        if problem:
+            raise CorruptCheckpoint(problem)
+        state = json.loads((d / CV_FILE).read_text())
+        if state["folds"] != len(self.folds):
+            raise CorruptCheckpoint(f"checkpoint {d} holds {state['folds']} folds, not {len(self.folds)}")
+        for i, fold in enumerate(self.folds, 1):
+            fold.load(d if i == 1 else d / f"fold_{i}")
+        self.epoch, self.best_val_loss, self.wait = state["epoch"], state["best_val_loss"], state["wait"]
+
+
+def make_training(hp: Hyperparams, data: dict[str, np.ndarray], train: TrainConfig, seed: int,
+                  folds: int = 1, fold_seed: int = 0) -> Training:
+    """One validation split, or k-fold cross-validation (search.cv_folds) seeded by fold_seed."""
+    if folds > 1:
+        return CrossValidated(hp, data, train, seed, folds, fold_seed)
+    return Training(hp, data, train, seed)

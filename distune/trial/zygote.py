@@ -1,0 +1,215 @@
+"""One process per Ray node that imports TensorFlow once and forks every training process.
+
+Importing TensorFlow and Keras costs about 6 s of CPU on a laptop core. Each Ray actor used to
+spawn its training process (distune.trial.worker) and pay it again: once per trial slot per sweep,
+and again in every later sweep on the same Ray (the select stage, nightly's sweeps, a test
+suite). The zygote pays it once per node and Ray session: it imports them without running any
+TensorFlow op (so no runtime threads or devices exist yet, which keeps fork safe), then forks
+a child per request, which configures its own threads and devices as a spawned one would.
+
+Requests come over a Unix socket in a directory only this user can enter, as JSON (no
+pickles); the requester's end of a socket pair travels with the request (SCM_RIGHTS) and
+becomes the child's connection. A child exits as soon as the actor that asked for it is gone;
+the zygote exits when its node's raylet is gone. Anything unusual (not Linux, a directory
+someone else owns, a zygote that will not start) makes the caller spawn as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import select
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from distune.ops.lock import pid_alive
+
+START_TIMEOUT_S = 60.0  # the zygote binds its socket before importing TensorFlow
+SOCKET = "zygote.sock"
+
+
+class Unavailable(Exception):
+    """No zygote for this process: the caller spawns its training process instead."""
+
+
+def _flavour() -> str:
+    """A zygote serves only processes that would import the same code (interpreter, distune,
+    PYTHONPATH: Ray jobs ship their own) with the same import-time TensorFlow settings."""
+
+    env = sorted((k, v) for k, v in os.environ.items()
+                 if k.startswith(("TF_", "KERAS_")) or k == "PYTHONPATH")
+    key = (sys.executable, str(Path(__file__).resolve().parents[1]), env)
+    return hashlib.blake2b(repr(key).encode(), digest_size=6).hexdigest()
+
+
+def private_dir(name: str) -> Path:
+    """A directory under the temp dir that only this user can use: made here with mode 0700,
+    or, if it exists, trusted only when it is a real directory this user owns and nobody else
+    can enter."""
+    path = Path(tempfile.gettempdir()) / name
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise Unavailable(f"{path} is not a private directory of this user")
+    return path
+
+
+def fork_child(data_dir: str, threads: int) -> tuple[Connection, int]:
+    """A training process forked by this node's zygote (started if need be): its connection
+    and pid. Raises Unavailable when there is none to be had."""
+    if sys.platform != "linux" or not hasattr(socket, "send_fds"):
+        raise Unavailable("needs Linux")
+    raylet = os.getppid()  # a Ray worker's parent: one raylet per node and session
+    home = private_dir(f"distune-zygote-{os.getuid()}-{raylet}-{_flavour()}")
+    ours, theirs = socket.socketpair()
+    try:
+        request = json.dumps({"data_dir": data_dir, "threads": threads, "parent": os.getpid(),
+                              "env": dict(os.environ)}).encode()
+        with _connect(home, raylet) as conn:
+            socket.send_fds(conn, [request], [theirs.fileno()])
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    raise Unavailable("the zygote closed the connection")
+                reply += chunk
+    except (OSError, subprocess.SubprocessError) as e:
+        ours.close()
+        raise Unavailable(str(e)) from None
+    finally:
+        theirs.close()
+    ours.setblocking(True)
+    return Connection(ours.detach()), int(json.loads(reply)["pid"])
+
+
+def _connect(home: Path, raylet: int) -> socket.socket:
+    """A connection to the zygote in `home`, which the first caller starts (under a lock)."""
+    import fcntl
+
+    path = str(home / SOCKET)
+    with contextlib.suppress(OSError):
+        return _dial(path)
+    with open(home / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):
+            return _dial(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a dead zygote's socket
+        log = open(home / "zygote.log", "ab")
+        # Started through a shell that exits at once: Ray kills a dead actor's children, and
+        # the zygote must outlive the actor that happened to start it.
+        subprocess.run(["/bin/sh", "-c", 'exec "$0" "$@" &', sys.executable, "-m",
+                        "distune.trial.zygote", str(home), str(raylet)], stdin=subprocess.DEVNULL,
+                       stdout=log, stderr=log, start_new_session=True, close_fds=True, check=True)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                return _dial(path)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise Unavailable("the zygote did not start") from None
+                time.sleep(0.05)
+
+
+def _dial(path: str) -> socket.socket:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        raise
+    return conn
+
+
+# --- the zygote itself ---------------------------------------------------------------------
+
+def serve(home: Path, raylet: int) -> None:
+    """Bind first (callers may queue), import, then fork one child per request until the
+    raylet is gone."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)
+    server.bind(str(home / SOCKET))
+    os.umask(old)
+    server.listen(64)
+    from distune.trial.child import preload
+
+    preload()
+    print(f"zygote {os.getpid()} ready for raylet {raylet}", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGCHLD, lambda *_: _reap())
+    while pid_alive(raylet):
+        ready, _, _ = select.select([server], [], [], 1.0)
+        if ready:
+            conn, _ = server.accept()
+            with conn:
+                try:
+                    _fork_one(server, conn)
+                except (OSError, ValueError, KeyError):
+                    pass  # a broken request: its caller sees the closed connection and spawns
+    with contextlib.suppress(OSError):
+        os.unlink(home / SOCKET)
+
+
+def _fork_one(server: socket.socket, conn: socket.socket) -> None:
+    message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 1)
+    request = json.loads(message)
+    if len(fds) != 1:
+        raise ValueError("no connection came with the request")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            server.close()
+            conn.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.environ.clear()
+            os.environ.update(request["env"])  # the actor's: CUDA_VISIBLE_DEVICES and all
+            _exit_with(request["parent"])
+            from distune.trial.child import serve_trials
+
+            serve_trials(Connection(fds[0]), request["data_dir"], request["threads"])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(fds[0])
+    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+
+
+def _exit_with(parent: int) -> None:
+    """End this child the moment the actor that asked for it is gone (as a spawned child's
+    PR_SET_PDEATHSIG does), even in the middle of an epoch."""
+    try:
+        fd = os.pidfd_open(parent)
+    except (AttributeError, OSError):
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while pid_alive(parent):
+                time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="distune-parent-watch").start()
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,104 @@
+"""After the sweep: pick the winner by validation only, then touch the test set exactly once."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distune.config.experiment import Experiment
+from distune.trial.data import Splits
+from distune.errors import DistuneError
+from distune.space.hyperparams import Hyperparams
+from distune.ops.storage import checkpoint_path, local_copy
+from distune.results.layout import CHECKPOINT_MODEL_FILE
+from distune.trial.training import Training, trial_seed
+
+
+@dataclass
+class Winner:
+    trial_id: str
+    config: dict[str, Any]
+    score: float  # the search metric at the winner's best epoch
+    epoch: int
+    checkpoint_dir: Path
+
+
+def pick_winner(analysis, exp: Experiment) -> Winner:
+    """The best checkpointed epoch of any trial, by the validation metric. Only epochs with a
+    checkpoint can win: a trial cut off before saving (say, by the sweep's stop target) has
+    nothing to test."""
+    ranking = ranked(analysis.trials, exp.search.metric, exp.search.mode)
+    if not ranking:
+        raise DistuneError(f"no trial saved a checkpoint with a finite {exp.search.metric}; "
+                           "`distune show` gives each trial's status (errors, divergence) and "
+                           "where its log is.")
+    return ranking[0]
+
+
+def ranked(trials, metric: str, mode: str) -> list[Winner]:
+    """Each trial at its best checkpointed epoch, best first (ties keep the trials' order);
+    trials without a checkpoint with a finite metric are left out."""
+    found = []
+    for trial in trials:
+        best = None
+        for result in trial.run_metadata.checkpoint_manager.best_checkpoint_results:
+            value = result.metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                continue
+            if best is None or (value > best[0] if mode == "max" else value < best[0]):
+                best = (value, result)
+        if best is not None:
+            value, result = best
+            found.append(Winner(trial.trial_id, dict(trial.config), float(value),
+                                int(result.metrics.get("training_iteration", 0)),
+                                checkpoint_path(trial, result.checkpoint)))
+    return sorted(found, key=lambda w: -w.score if mode == "max" else w.score)
+
+
+def evaluate_checkpoint(winner: Winner, splits: Splits) -> tuple[float, float, Path]:
+    """(test loss, test accuracy, model file) of the winner's best checkpoint."""
+    import keras
+
+    model_file = local_copy(winner.checkpoint_dir) / CHECKPOINT_MODEL_FILE
+    if not model_file.is_file():
+        raise DistuneError(f"the winner's checkpoint is missing its model: {model_file}")
+    model = keras.saving.load_model(model_file)
+    return (*_evaluate(model, winner.config, splits), model_file)
+
+
+def refit(winner: Winner, exp: Experiment, splits: Splits, out_dir: Path) -> tuple[float, float, Path]:
+    """Retrain the winning config on train + validation for the epochs it needed, then test."""
+    hp = Hyperparams.model_validate(winner.config)
+    data = {"x_train": np.concatenate([splits.x_train, splits.x_val]),
+            "y_train": np.concatenate([splits.y_train, splits.y_val]),
+            "x_val": splits.x_val, "y_val": splits.y_val}  # no held-out data is left: reported only
+    train = exp.train.model_copy(update={"early_stopping": None})
+    training = Training(hp, data, train, trial_seed(exp.run.seed, winner.config))
+    for _ in range(max(1, winner.epoch)):
+        training.run_epoch()
+    model_file = out_dir / f".refit-{CHECKPOINT_MODEL_FILE}"
+    training.model.save(model_file)
+    return (*_evaluate(training.model, winner.config, splits), model_file)
+
+
+def _evaluate(model, config: dict[str, Any], splits: Splits) -> tuple[float, float]:
+    from distune.trial.model import input_shape
+
+    x = splits.x_test.reshape((-1, *input_shape(config.get("architecture", "mlp"))))
+    loss, accuracy = model.evaluate(x, splits.y_test, batch_size=1024, verbose=0)
+    return float(loss), float(accuracy)
+
+
+def export_model(model_file: Path, destination: Path) -> None:
+    """Copy then rename, so `best_model.keras` is always a whole file."""
+    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=".best.", suffix=".keras",
+                                     delete=False) as tmp:
+        pass
+    shutil.copyfile(model_file, tmp.name)
+    Path(tmp.name).replace(destination)
