@@ -11,8 +11,8 @@ from distune._lazy import exports
 
 _NAMES = {
     # an experiment: load a file or preset with overrides, or validate a dict
-    "Experiment": "config.experiment", "load_experiment": "config.experiment",
-    "validate": "config.experiment", "presets": "config.experiment",
+    "Experiment": "config.schema", "load_experiment": "config.load",
+    "validate": "config.load", "presets": "config.load",
     "load_saved_experiment": "config.saved",
     # the pipeline
     "run": "pipeline", "resume": "pipeline", "finish": "pipeline", "Summary": "pipeline",

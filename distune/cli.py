@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from distune.config.experiment import DEFAULT_STORAGE, FLAG_FIELDS, load_experiment, presets
+from distune.config.load import FLAG_FIELDS, load_experiment, presets
+from distune.config.schema import DEFAULT_STORAGE
 from distune.errors import DistuneError, Interrupted
 from distune.results.layout import BEST_FILE, CHARTS_DIR, CONFIG_FILE, HISTORY_FILE
 from distune.ops.storage import fetch, is_uri, join, where
@@ -29,35 +30,44 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="run.address: an existing Ray cluster (auto, ray://HOST:10001)")
 
 
+def _existing_args(p: argparse.ArgumentParser, what: str = "experiment") -> None:
+    p.add_argument("name", help=f"{what} name (or its directory)")
+    p.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+
+
+def _verbose_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="distune", description="Distributed hyperparameter tuning "
                                    "of Keras MNIST models on Ray Tune.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = root.add_subparsers(dest="command", required=True)
+    _sweep_commands(sub, common)
+    _reading_commands(sub, common)
+    return root
 
+
+def _sweep_commands(sub, common) -> None:
+    """The commands that run (or check) a sweep: run, validate, resume, nightly, submit."""
     run = sub.add_parser("run", parents=[common], help="run a sweep (default preset: mnist-mlp)")
     _experiment_args(run)
     run.add_argument("--overwrite", action="store_true", help="replace an experiment of the same name")
     run.add_argument("--refit", action="store_true",
                      help="retrain the winner on train+validation before testing it")
-    run.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+    _verbose_arg(run)
 
     val = sub.add_parser("validate", parents=[common], help="check an experiment without running it")
     _experiment_args(val)
 
-    show = sub.add_parser("show", parents=[common], help="trials of an experiment, best first")
-    show.add_argument("name", help="experiment name (or its directory)")
-    show.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
-    show.add_argument("--top", type=int, default=None, help="show only the best N trials")
-
     res = sub.add_parser("resume", parents=[common], help="continue an interrupted sweep")
-    res.add_argument("name", help="experiment name (or its directory)")
-    res.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+    _existing_args(res)
     res.add_argument("--refit", action="store_true", help="as for run")
     res.add_argument("--skip-corrupt", action="store_true",
                      help="resume even if some trials' checkpoints are unreadable (they fail)")
-    res.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+    _verbose_arg(res)
 
     night = sub.add_parser("nightly", parents=[common], help="tonight's dated sweep: warm-started, "
                            "compared with earlier nights (docs/nightly.md)")
@@ -69,11 +79,7 @@ def parser() -> argparse.ArgumentParser:
     night.add_argument("--notify", metavar="URL", help="POST a JSON summary here (failures warn)")
     night.add_argument("--rebaseline", action="store_true", help="an intended change of code or "
                        "data: compare later nights with this one, and promote its winner")
-    night.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
-
-    hist = sub.add_parser("history", parents=[common], help="a nightly sweep's nights as a table")
-    hist.add_argument("name", help="sweep name (or its directory)")
-    hist.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+    _verbose_arg(night)
 
     job = sub.add_parser("submit", parents=[common], conflict_handler="resolve",
                          help="run a sweep as a Ray job on a remote cluster (cluster/README.md)")
@@ -84,15 +90,23 @@ def parser() -> argparse.ArgumentParser:
     job.add_argument("--overwrite", action="store_true", help="as for run")
     job.add_argument("--refit", action="store_true", help="as for run")
 
+
+def _reading_commands(sub, common) -> None:
+    """The commands that read what sweeps wrote, or what distune offers."""
+    show = sub.add_parser("show", parents=[common], help="trials of an experiment, best first")
+    _existing_args(show)
+    show.add_argument("--top", type=int, default=None, help="show only the best N trials")
+
+    hist = sub.add_parser("history", parents=[common], help="a nightly sweep's nights as a table")
+    _existing_args(hist, "sweep")
+
     rep = sub.add_parser("report", parents=[common], help="write report.html (charts, winner) "
                          "for an experiment, finished or running (docs/report.md)")
-    rep.add_argument("name", help="experiment name (or its directory)")
-    rep.add_argument("--storage", default=None, help=f"where it lives (default {DEFAULT_STORAGE})")
+    _existing_args(rep)
 
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
     sub.add_parser("searchers", parents=[common], help="list the searchers and their options")
     sub.add_parser("schedulers", parents=[common], help="list the schedulers and their options")
-    return root
 
 
 def _load(args):
@@ -175,7 +189,7 @@ def _print_summary(s) -> None:
 
 def cmd_validate(args) -> int:
     from distune.trial.data import find_mnist, read_npz
-    from distune.config.experiment import storage_root
+    from distune.config.schema import storage_root
     from distune.sweep.directory import check_writable
     from distune.ops.storage import probe
     exp, _ = _load(args)
@@ -209,11 +223,11 @@ def cmd_show(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from distune.report.page import write_report
+    from distune.report.page import report_of
     from distune.ops.storage import publish
 
     directory = experiment_path(args.name, args.storage)
-    page = write_report(directory)
+    page = report_of(directory)
     publish(directory)  # a URI's mirror: upload the report
     print(f"report: {where(page)}\ncharts: {where(directory / CHARTS_DIR)}/*.png")
     return 0

@@ -8,15 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from distune.config.experiment import Experiment
+from distune.config.schema import Experiment
 from distune.config.saved import load_saved_experiment
 from distune.errors import DistuneError
 from distune.ops.environment import quiet_environment
 from distune.ops.storage import publish, root_of, where
 from distune.results.layout import BEST_FILE, BEST_MODEL_FILE, CONFIG_FILE, TABLE_FILE
-from distune.results.table import open_analysis, trials_table, write_atomic, write_json
+from distune.results.records import TrialRecord, from_analysis, to_table
+from distune.results.table import write_atomic, write_json
 from distune.report.page import try_write_report
-from distune.search.searchers import ENUMERATING
+from distune.search.searchers import SEARCHERS
 from distune.space.params import grid_points
 from distune.sweep.directory import corrupt_checkpoints, experiment_dir, load_data, prepare_directory
 from distune.sweep.tune import build_tuner, fit, make_trainable
@@ -37,6 +38,9 @@ class Summary:
     metric: str
     files: dict[str, Path] = field(default_factory=dict)
     wall_s: float = 0.0
+    experiment: Experiment | None = None  # as it ran (its name and storage filled in)
+    records: list[TrialRecord] = field(default_factory=list)  # every trial, best first
+    best: dict[str, Any] = field(default_factory=dict)  # what best.json holds
 
 
 def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = False,
@@ -53,8 +57,9 @@ def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = Fa
     write_atomic(directory / CONFIG_FILE, exp.to_yaml())
     publish(directory)
     say(_plan(exp, splits, directory))
-    fit(exp, verbose, lambda: build_tuner(exp, splits.for_trials(), directory, verbose, say), say)
-    return finish(exp, directory, splits, refit=refit, started=started, say=say, verbose=verbose)
+    analysis = fit(exp, verbose, lambda: build_tuner(exp, splits.for_trials(), directory, verbose, say), say)
+    return finish(exp, directory, splits, analysis, refit=refit, started=started, say=say,
+                  verbose=verbose)
 
 
 def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
@@ -79,22 +84,23 @@ def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
                            "results are kept.")
     splits = load_data(exp)
     say(f"distune: resuming {directory.name} from {where(directory)}")
-    fit(exp, verbose, lambda: tune.Tuner.restore(
+    analysis = fit(exp, verbose, lambda: tune.Tuner.restore(
         where(directory), trainable=make_trainable(exp, splits.for_trials()),
         resume_unfinished=True, resume_errored=True), say)
-    return finish(exp, directory, splits, refit=refit, started=started, say=say, verbose=verbose)
+    return finish(exp, directory, splits, analysis, refit=refit, started=started, say=say,
+                  verbose=verbose)
 
 
-def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: float,
+def finish(exp: Experiment, directory: Path, splits, analysis, *, refit: bool, started: float,
            say: Callable[[str], None], verbose: bool = False) -> Summary:
-    """Write the results table, re-evaluate the top configs (select.top_k > 1), test the
-    winner once and export it; then the report (and the winner's MLflow artifacts), whose
-    failure only warns."""
+    """From the finished sweep's `analysis`: write the results table, re-evaluate the top
+    configs (select.top_k > 1), test the winner once and export it; then the report (and the
+    winner's MLflow artifacts), whose failure only warns."""
     from distune.sweep.tracking import try_log_winner  # Ray's logger classes
 
     configure_tensorflow()
-    analysis = open_analysis(directory)
-    table = trials_table(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
+    records = from_analysis(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
+    table = to_table(records, exp.search.metric)
     write_atomic(directory / TABLE_FILE, table.to_csv(index=False))
     best, selection = W.pick_winner(analysis, exp), None
     if exp.select.top_k > 1:
@@ -110,13 +116,14 @@ def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: fl
     W.export_model(model_file, directory / BEST_MODEL_FILE)
     if refit:
         model_file.unlink(missing_ok=True)
-    write_json(directory / BEST_FILE, {
+    facts = {
         "trial": best.trial_id, "config": best.config, "epoch": best.epoch,
         exp.search.metric: best.score, "test_accuracy": test_acc, "test_loss": test_loss,
-        "refit": refit, "checkpoint": where(best.checkpoint_dir), "model": BEST_MODEL_FILE,
+        "refit": refit, "checkpoint": where(best.checkpoint), "model": BEST_MODEL_FILE,
         **(selection.summary(exp.search.metric) if selection else {}),
-    })
-    report = try_write_report(directory, splits, say) if exp.run.report else None
+    }
+    write_json(directory / BEST_FILE, facts)
+    report = try_write_report(exp, directory, table, facts, splits, say) if exp.run.report else None
     try_log_winner(exp, directory, best.trial_id, {"test_accuracy": test_acc,
                                                    "test_loss": test_loss}, say)
     publish(directory)  # for a URI: every file written here since the sweep
@@ -126,11 +133,11 @@ def finish(exp: Experiment, directory: Path, splits, *, refit: bool, started: fl
                                       "config": directory / CONFIG_FILE,
                                       **({"report": report} if report else {}),
                                       **({"select": selection.table} if selection else {})},
-                   wall_s=time.time() - started)
+                   wall_s=time.time() - started, experiment=exp, records=records, best=facts)
 
 
 def _plan(exp: Experiment, splits, directory: Path) -> str:
-    points = grid_points(exp.model.params, exp.search.searcher in ENUMERATING)
+    points = grid_points(exp.model.params, SEARCHERS[exp.search.searcher].can("enumerate"))
     trials = exp.planned_trials
     grid = f" ({points} grid points x {exp.search.num_samples})" if points > 1 else ""
     folds, n_val = exp.search.cv_folds, len(splits.x_val)

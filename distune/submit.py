@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 from urllib.parse import urlparse
 
-from distune.config.experiment import DEFAULT_STORAGE, Experiment, load_experiment
+from distune.config.load import load_experiment
+
+from distune.config.schema import DEFAULT_STORAGE, Experiment
 from distune.errors import DistuneError
 
 JOB_CONFIG = "distune-job.yaml"

@@ -31,7 +31,7 @@ def mnist_path() -> Path:
 
 @pytest.fixture(scope="session")
 def small_splits(mnist_path):
-    from distune.trial.data import load_mnist
+    from distune.trial import load_mnist
 
     return load_mnist(str(mnist_path), validation_split=0.2, train_subset=1500, seed=0)
 
@@ -42,7 +42,7 @@ def ray_local():
     one: never join a cluster some other test (or program) left running on this machine."""
     import ray
 
-    from distune.trial.training import configure_tensorflow
+    from distune.trial import configure_tensorflow
 
     configure_tensorflow()  # quiet TF in this process before any test imports it
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -54,7 +54,7 @@ def ray_local():
 def experiment(mnist_path, tmp_path, **sections):
     """A small, fast experiment on a real MNIST slice, with `sections` merged over it. No
     report (2-4 s a sweep): the sweeps that test it (`reported_sweep`) turn it on."""
-    from distune.config.experiment import validate
+    from distune.config import validate
 
     raw = {
         "data": {"path": str(mnist_path), "train_subset": 1200, "validation_split": 0.25},

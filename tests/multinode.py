@@ -20,8 +20,8 @@ def main(mnist: str, storage: str) -> dict:
     from ray.cluster_utils import Cluster
 
     from distune import sweep as runner
-    from distune.config.experiment import validate
-    from distune.results.table import open_analysis
+    from distune.config import validate
+    from distune.results import open_analysis
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     gpu_nodes = [cluster.add_node(num_cpus=4, num_gpus=1) for _ in range(2)]

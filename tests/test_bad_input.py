@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distune.config.experiment import Experiment, load_experiment, validate
+from distune.config import Experiment, load_experiment, validate
 from distune.errors import DistuneError
 
 SECTIONS = list(Experiment.model_fields)

@@ -141,7 +141,7 @@ def check_ray_cluster_spec(spec: dict) -> None:
 def check_distune_command(command: str) -> None:
     """The job's command line is one distune accepts, and its experiment is valid."""
     from distune.cli import parser
-    from distune.config.experiment import FLAG_FIELDS, load_experiment
+    from distune.config import FLAG_FIELDS, load_experiment
 
     argv = shlex.split(command)
     assert argv[0] == "distune"

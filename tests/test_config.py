@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distune.config.experiment import Experiment, load_experiment, presets, validate
+from distune.config import Experiment, load_experiment, presets, validate
 from distune.errors import ConfigError, DistuneError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from distune.trial import data
-from distune.trial.data import load_mnist
+from distune.trial import load_mnist
 from distune.errors import DistuneError
 
 

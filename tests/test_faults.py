@@ -55,7 +55,7 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
     """One interrupted driver for two faults: Ctrl-C (state saved, exit 130, the resume
     command printed), then a checkpoint corrupted before the resume (refused with its name;
     --skip-corrupt resumes anyway, that trial an error, every other finished in full)."""
-    from distune.results.table import open_analysis
+    from distune.results import open_analysis
     from distune.sweep import corrupt_checkpoints
 
     storage = tmp_path / "store"

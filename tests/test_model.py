@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from distune.space.hyperparams import Activation, Hyperparams, Initializer, LRSchedule, Optimizer
-from distune.trial.model import build_model, current_learning_rate, input_shape
+from distune.space import Activation, Hyperparams, Initializer, LRSchedule, Optimizer
+from distune.trial import build_model, current_learning_rate, input_shape
 
 CASES = (
     [{"activation": a} for a in typing.get_args(Activation)]

@@ -19,7 +19,8 @@ import pytest
 
 from distune.ops import lock
 from distune.cli import main
-from distune.nightly.history import NOISE_FLOOR, History, Night, judge
+from distune.nightly import NOISE_FLOOR, History, Night, judge
+from distune.results import TrialRecord
 
 SWEEP = """\
 data: {{path: {data}, validation_split: 0.2}}
@@ -95,7 +96,7 @@ def test_three_nights(ray_local, data_files, tmp_path, capsys, monkeypatch):
     """Night 1 clears a stale lock; night 2 is interrupted, resumed, and warm-started from
     night 1; night 3 runs on shuffled labels and is flagged as a regression."""
     from distune import pipeline
-    from distune.results.table import open_analysis
+    from distune.results import open_analysis
 
     data = tmp_path / "mnist.npz"
     shutil.copy(data_files[0], data)
@@ -212,7 +213,7 @@ def test_what_a_night_is_compared_with(tmp_path):
             ("2026-11-04", 0.70, "ok", "b", False)]:        # another config: not comparable
         history.save(Night(date, status=status, config_hash=config_hash, rebaseline=rebaseline,
                            regression=status == "regression", best_score=score))
-        history.record_scores(date, [(config, score, "completed", True)])
+        history.record_scores(date, [(TrialRecord("t", config, "completed", score), True)])
     assert history.baseline({"learning_rate": 0.001, "units": 32.0}, "2026-11-05", "a") == [0.90, 0.91]
     assert history.baseline(config, "2026-11-05", "b") == [0.70]
     history.save(Night("2026-11-02", status="ok", config_hash="a", rebaseline=True, best_score=0.91))
@@ -231,7 +232,7 @@ def test_nightly_mistakes_exit_2(args, message, tmp_path, capsys, mnist_path):
 
 
 def test_durations():
-    from distune.nightly.night import parse_duration
+    from distune.nightly import parse_duration
 
     assert [parse_duration(t) for t in ("6h", "90m", "1h30m", "45s", "3600", "1.5h")] == \
         [21600, 5400, 5400, 45, 3600, 5400]

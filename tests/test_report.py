@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from distune.report import charts
+from distune.results import TrialRecord, from_table
 from distune.report import page as report
 from distune.cli import main
 
@@ -75,7 +76,7 @@ def test_confusion_matrix_is_the_exported_winner_on_the_test_set(sweep):
     from distune.sweep import load_data
 
     exp = load_saved_experiment(exp_dir)
-    _, y, probabilities = report._predict(exp, exp_dir, load_data(exp))
+    _, y, probabilities = report.winner_predictions(exp, exp_dir, load_data(exp))
     accuracy = float(np.mean(probabilities.argmax(axis=1) == y))
     assert len(y) == 10000
     assert accuracy == pytest.approx(summary.test_accuracy, abs=1e-4)
@@ -86,8 +87,9 @@ def test_stopped_trials_are_drawn_differently(sweep):
     summary, _ = sweep
     table = pd.read_csv(summary.directory / "results.csv")
     assert {"completed", "stopped"} <= set(table.status), "ASHA stopped no trial: nothing to show"
-    trials = report._trial_data(summary.directory, table, "val_accuracy")
-    fig = charts.learning_curves(trials, ["val_accuracy"], winner=None)
+    trials = from_table(table, "val_accuracy")
+    curves = report.trial_curves(summary.directory, trials)
+    fig = charts.learning_curves(trials, curves, ["val_accuracy"], winner=None)
     styles = [line.get_linestyle() for line in fig.axes[0].lines]  # end markers: "None"
     assert styles.count("--") == (table.status == "stopped").sum()
     assert styles.count("-") == (table.status == "completed").sum()
@@ -146,9 +148,11 @@ def test_a_failing_report_only_warns(sweep, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(report, "trials_table", broken)
+    monkeypatch.setattr(report, "from_table", broken)
     said: list[str] = []
-    assert report.try_write_report(summary.directory, say=said.append) is None
+    table = pd.read_csv(summary.directory / "results.csv")
+    assert report.try_write_report(summary.experiment, summary.directory, table, summary.best,
+                                   say=said.append) is None
     assert len(said) == 1 and "could not write the report" in said[0] and "disk on fire" in said[0]
     assert (summary.directory / "report.html").read_bytes() == before  # the old one is intact
 
@@ -158,11 +162,14 @@ def test_report_of_a_missing_experiment_is_a_user_error(tmp_path, capsys):
     assert "no experiment at" in capsys.readouterr().err
 
 
-def _trial(i: int, best: float, **config) -> charts.TrialData:
-    epochs = pd.DataFrame({"training_iteration": [1, 2], "val_accuracy": [best / 2, best],
-                           "val_loss": [1.0, 0.5], "timestamp": [100 + i, 101 + i],
-                           "time_total_s": [1.0, 2.0]})
-    return charts.TrialData(f"abc_{i:05d}", "completed", config, best, epochs)
+def _trial(i: int, best: float, **config) -> TrialRecord:
+    return TrialRecord(f"abc_{i:05d}", config, "completed", best)
+
+
+def _curves(trials: list[TrialRecord]) -> charts.Curves:
+    return {t.trial_id: pd.DataFrame({"training_iteration": [1, 2], "timestamp": [100 + i, 101 + i],
+                                      "val_accuracy": [t.score / 2, t.score], "val_loss": [1.0, 0.5],
+                                      "time_total_s": [1.0, 2.0]}) for i, t in enumerate(trials)}
 
 
 def test_charts_explain_what_the_data_cannot_show():
@@ -172,7 +179,7 @@ def test_charts_explain_what_the_data_cannot_show():
     constant = [_trial(i, 0.5 + i / 10, units=8, activation="relu") for i in range(3)]
     with pytest.raises(charts.NoChart, match="no hyperparameter took more than one value"):
         charts.importances(charts.study(constant, "max", set()), "val_accuracy")
-    assert charts.history(one, "val_accuracy", "max") is not None
+    assert charts.history(one, _curves(one), "val_accuracy", "max") is not None
 
 
 def test_study_handles_categorical_boolean_log_and_conditional_params():
@@ -180,7 +187,7 @@ def test_study_handles_categorical_boolean_log_and_conditional_params():
               _trial(1, 0.95, optimizer="sgd", batch_norm=False, learning_rate=1e-2, units=64,
                      momentum=0.9),
               _trial(2, 0.80, optimizer="adam", batch_norm=True, learning_rate=1e-4, units=16),
-              charts.TrialData("abc_00003", "error", {"units": 8}, math.nan)]
+              TrialRecord("abc_00003", {"units": 8}, "error", math.nan)]
     study = charts.study(trials, "max", {"learning_rate"})
     assert len(study.trials) == 3  # the trial without a result is left out
     dists = study.trials[1].distributions

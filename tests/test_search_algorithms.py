@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from conftest import experiment
-from distune.config.experiment import trial_space, validate
+from distune.config import trial_space, validate
 from distune.errors import ConfigError
-from distune.search.registry import Context
+from distune.search import Context
 from distune import run
-from distune.search.searchers import SEARCHERS
-from distune.search.stepwise import StepwiseSearch, stages
+from distune.search import SEARCHERS
+from distune.search import StepwiseSearch, stages
 
 SPACE = {"hidden_layers": 1, "units": {"choice": [8, 16]},
          "learning_rate": {"choice": [3e-3, 1e-2]}}
@@ -119,7 +119,7 @@ def test_initial_points_are_evaluated_first(ray_local, mnist_path, tmp_path):
                      train={"epochs": 1}, resources={"max_concurrent_trials": 1},
                      search={"searcher": "hyperopt", "num_samples": 2, "initial_points": [point]})
     run(exp, "t", say=lambda _: None)
-    from distune.results.table import open_analysis
+    from distune.results import open_analysis
 
     # Searcher trial ids are random hex, so order by creation (Tune's experiment state keeps it).
     first = open_analysis(tmp_path / "results" / "t").trials[0].config
@@ -151,7 +151,7 @@ def test_optuna_samplers_suggest_in_range(sampler):
 
 @pytest.mark.parametrize("searcher", ["hyperopt", "optuna"])
 def test_warm_start_feeds_the_searcher(searcher):
-    from distune.search.warmstart import WarmStarted
+    from distune.search import WarmStarted
 
     exp = validate({"search": {"searcher": searcher}, "model": {"space": {
         "units": {"choice": [8, 16, 32]}, "learning_rate": {"loguniform": [1e-4, 1e-2]}}}})

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from conftest import experiment
-from distune.config.experiment import TrainConfig
+from distune.config import TrainConfig
 from distune.errors import ConfigError, DistuneError
-from distune.space.hyperparams import Hyperparams
-from distune.trial.training import CrossValidated, checkpoint_problem, make_training, trial_hyperparams
+from distune.space import Hyperparams
+from distune.trial import CrossValidated, checkpoint_problem, make_training, trial_hyperparams
 
 # Two configs on a tiny, noisy slice (300 training, 100 validation images, one epoch). With
 # run.seed 4 the search's single runs put units=24 first (0.78 vs 0.73), but retrained with
@@ -88,7 +88,7 @@ def _trial(trial_id, config, scores, status="TERMINATED", diverged=False):
 
 def test_winner_is_the_best_mean_and_failed_seeds_rank_last(mnist_path, tmp_path):
     """The ranking on constructed scores: distinct configs, mean across seeds, failures last."""
-    from distune.winner.select import gather, top_configs
+    from distune.winner import gather, top_configs
 
     a, b, c = ({"architecture": "mlp", "units": u} for u in (8, 16, 32))
     search = [_trial("s1", a, [0.90, 0.95]), _trial("s2", b, [0.93]), _trial("s3", a, [0.94]),
@@ -108,7 +108,7 @@ def test_winner_is_the_best_mean_and_failed_seeds_rank_last(mnist_path, tmp_path
 
 
 def test_a_retrains_seed_changes_its_trial_seed_not_its_hyperparameters():
-    from distune.trial.training import trial_seed
+    from distune.trial import trial_seed
 
     config = {"architecture": "mlp", "units": 32}
     retrains = [{"config": config, "seed": i} for i in range(3)]
@@ -183,7 +183,7 @@ def test_cross_validation_reports_fold_mean_and_std_and_resumes_exactly(small_sp
 
 
 def test_cross_validation_early_stops_on_the_fold_mean(small_splits):
-    from distune.config.experiment import EarlyStopping
+    from distune.config import EarlyStopping
 
     train = TrainConfig(epochs=10, early_stopping=EarlyStopping(patience=1, min_delta=10.0))
     cv = CrossValidated(HP, small_splits.for_trials(), train, seed=0, folds=2, fold_seed=0)

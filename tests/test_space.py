@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from ray.tune.search.sample import Categorical, Float, Integer
 
-from distune.config.experiment import trial_space, validate
-from distune.space.params import IntRange, grid_points, parse_param, to_ray
+from distune.config import trial_space, validate
+from distune.space import IntRange, grid_points, parse_param, to_ray
 
 SPACE = {
     "hidden_layers": {"int": [1, 3]},
@@ -68,8 +68,8 @@ def test_random_searcher_keeps_grid_entries_as_grids():
 
 @pytest.mark.parametrize("searcher", ["hyperopt", "optuna"])
 def test_model_based_searchers_accept_the_translated_space(searcher):
-    from distune.search.registry import Context
-    from distune.search.searchers import SEARCHERS
+    from distune.search import Context
+    from distune.search import SEARCHERS
 
     exp = validate({"search": {"searcher": searcher}, "model": {"space": SPACE}})
     algo = SEARCHERS[searcher].build(exp.searcher_options(), Context(seed=1, max_epochs=2))

@@ -27,7 +27,7 @@ import yaml
 
 import distune
 from distune.cli import main
-from distune.config.experiment import validate
+from distune.config import validate
 from distune.errors import DistuneError
 from distune.submit import JOB_CONFIG, auth_headers, check_address, connect, submit_sweep
 

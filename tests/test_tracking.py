@@ -16,7 +16,6 @@ import pytest
 
 from distune.sweep import tracking
 from distune.errors import DistuneError
-from distune import run
 
 
 @pytest.fixture(scope="module")

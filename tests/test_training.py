@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from distune.config.experiment import EarlyStopping, TrainConfig
-from distune.space.hyperparams import Hyperparams
-from distune.trial.training import Training, trial_seed
+from distune.config import EarlyStopping, TrainConfig
+from distune.space import Hyperparams
+from distune.trial import Training, trial_seed
 
 HP = Hyperparams(hidden_layers=2, units=64, dropout=0.2, lr_schedule="exponential", lr_decay=0.5,
                  batch_size=32)

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from conftest import experiment
-from distune.config.experiment import validate
+from distune.config import validate
 from distune.errors import ConfigError
-from distune.space.hyperparams import Hyperparams
-from distune.trial.model import build_model, input_shape
+from distune.space import Hyperparams
+from distune.trial import build_model, input_shape
 from distune import run
-from distune.space.params import enumerate_space, sample
+from distune.space import enumerate_space, sample
 
 TREE = {
     "architecture": {"choice": ["mlp", {"value": "cnn", "space": {"filters": {"choice": [4, 8]},

@@ -21,10 +21,10 @@ from distune.trial import zygote
 # killed while its child is training).
 ACTOR = """
 import json, os, sys
-from distune.config.experiment import TrainConfig
-from distune.space.hyperparams import Hyperparams
-from distune.trial.worker import Forked, Spawned, share_arrays
-from distune.trial.data import load_mnist
+from distune.config import TrainConfig
+from distune.space import Hyperparams
+from distune.trial import Forked, Spawned, share_arrays
+from distune.trial import load_mnist
 mode, mnist = sys.argv[1], sys.argv[2]
 busy = sys.argv[3:] == ["busy"]  # epochs of seconds, not tenths
 data = load_mnist(mnist, 0.2, 20000 if busy else 600, 0).for_trials()

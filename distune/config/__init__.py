@@ -4,18 +4,18 @@ checks across sections, and reading back the config a run saved."""
 from distune._lazy import exports
 
 _NAMES = {
-    "DEFAULT_STORAGE": "experiment",
-    "EarlyStopping": "experiment",
-    "Experiment": "experiment",
-    "FLAG_FIELDS": "experiment",
-    "MIN_FOLD_IMAGES": "experiment",
-    "TrainConfig": "experiment",
-    "load_experiment": "experiment",
+    "DEFAULT_STORAGE": "schema",
+    "EarlyStopping": "schema",
+    "Experiment": "schema",
+    "FLAG_FIELDS": "load",
+    "MIN_FOLD_IMAGES": "schema",
+    "TrainConfig": "schema",
+    "load_experiment": "load",
     "load_saved_experiment": "saved",
-    "presets": "experiment",
-    "storage_root": "experiment",
-    "trial_space": "experiment",
-    "validate": "experiment",
+    "presets": "load",
+    "storage_root": "schema",
+    "trial_space": "schema",
+    "validate": "load",
 }
 __all__ = sorted(_NAMES)
 __getattr__ = exports(__name__, _NAMES)

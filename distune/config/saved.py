@@ -6,7 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from distune.config.experiment import Experiment, validate
+from distune.config.load import validate
+
+from distune.config.schema import Experiment
 from distune.errors import DistuneError
 from distune.ops.storage import where
 from distune.results.layout import CONFIG_FILE

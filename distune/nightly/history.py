@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from distune.results.records import TrialRecord
+from distune.results.values import config_key
+
 FINISHED = ("ok", "regression")  # a night in one of these states is never rerun
 NOISE_K = 3.0       # a re-evaluation may fall this many standard deviations of earlier scores ...
 NOISE_FLOOR = 0.01  # ... and never less than this (metric units: one point of accuracy)
@@ -65,17 +68,6 @@ class Recheck:
     verdict: str = "inconclusive"  # ok, regression, inconclusive, no baseline
 
 
-def config_key(config: dict[str, Any]) -> str:
-    """Equal for equal configs however they were stored (32 vs 32.0, float round-trips)."""
-    def norm(v: Any) -> Any:
-        if hasattr(v, "item"):
-            v = v.item()
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(f"{float(v):.10g}")
-        return v
-    return json.dumps({k: norm(v) for k, v in sorted(config.items())}, sort_keys=True)
-
-
 class History:
     """The `nights` and `scores` tables of one sweep."""
 
@@ -113,12 +105,13 @@ class History:
     def get(self, date: str) -> Night | None:
         return next((n for n in self.nights() if n.date == date), None)
 
-    def record_scores(self, date: str, rows: Iterable[tuple[dict, float, str, bool]]) -> None:
-        """Every scored trial of a night: (config, best metric, status, was it a recheck)."""
+    def record_scores(self, date: str, rows: Iterable[tuple[TrialRecord, bool]]) -> None:
+        """Every scored trial of a night, and whether it was a recheck of an earlier winner."""
         with self._db() as db:
             db.execute("DELETE FROM scores WHERE date = ?", (date,))
             db.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)",
-                           [(date, config_key(c), json.dumps(c), s, st, int(r)) for c, s, st, r in rows])
+                           [(date, config_key(t.config), json.dumps(t.config), t.score, t.status,
+                             int(recheck)) for t, recheck in rows])
 
     def comparable(self, before: str, config_hash: str) -> list[Night]:
         """Earlier finished nights a night is compared with: the same config hash, since the
@@ -158,13 +151,6 @@ def judge(config: dict, earlier: list[float], score: float | None, status: str, 
     drop = statistics.fmean(earlier) - score if mode == "max" else score - statistics.fmean(earlier)
     check.verdict = "regression" if drop > check.threshold else "ok"
     return check
-
-
-def better(a: float | None, b: float | None, mode: str) -> bool:
-    """Is score a strictly better than b (None is worse than anything)?"""
-    if a is None:
-        return False
-    return b is None or (a > b if mode == "max" else a < b)
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -29,15 +30,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from distune.config.experiment import Experiment, storage_root, validate
+from distune.config.load import validate
+
+from distune.config.schema import Experiment, storage_root
 from distune.errors import DistuneError, Interrupted
-from distune.pipeline import resume, run
-from distune.nightly.history import (FINISHED, History, Night, better, chart, config_key,
-                             judge, report)
+from distune.pipeline import Summary, resume, run
+from distune.nightly.history import FINISHED, History, Night, chart, judge, report
 from distune.results.layout import (BEST_DIR, BEST_FILE, BEST_MODEL_FILE, CONFIG_FILE, HISTORY_FILE,
                                     LOCK_FILE, NIGHT_CHART_FILE, NIGHT_REPORT_FILE, NIGHTS_DIR,
                                     PROMOTED_DIR, PROMOTED_FILE)
 from distune.results.table import write_atomic, write_json
+from distune.results.values import better, config_key
 
 EXIT_REGRESSION = 3
 EXIT_LOCKED = 4
@@ -175,10 +178,10 @@ def _night(exp: Experiment, sweep: Path, opts: NightOptions, say: Callable[[str]
     try:
         with _ray_stopping_on_sigterm(exp, opts.verbose):
             if _has_state(night_dir):
-                resume(night_dir, verbose=opts.verbose, say=say)
+                summary = resume(night_dir, verbose=opts.verbose, say=say)
             else:
                 planned = plan(exp, sweep, opts, history.nights(), say)
-                run(planned, opts.date, overwrite=True, verbose=opts.verbose, say=say)
+                summary = run(planned, opts.date, overwrite=True, verbose=opts.verbose, say=say)
     except (Interrupted, KeyboardInterrupt) as e:
         _give_up(history, night, "interrupted", started, opts, sweep)
         raise Interrupted(f"interrupted: night {opts.date} is saved in {night_dir}; run the same "
@@ -187,7 +190,7 @@ def _night(exp: Experiment, sweep: Path, opts: NightOptions, say: Callable[[str]
         _give_up(history, night, "failed", started, opts, sweep)
         raise
     night.wall_s += time.time() - started
-    return conclude(night, sweep, history, opts, say)
+    return conclude(night, sweep, history, opts, summary, say)
 
 
 def _give_up(history: History, night: Night, status: str, started: float, opts: NightOptions,
@@ -206,7 +209,8 @@ def plan(exp: Experiment, sweep: Path, opts: NightOptions, earlier: list[Night],
          say: Callable[[str], None]) -> Experiment:
     """Tonight's experiment: dated name, time budget, earlier bests first, warm start."""
     from distune.space.params import Fixed, is_conditional
-    from distune.search.warmstart import WARM_CAPABLE, fits
+    from distune.search.searchers import SEARCHERS
+    from distune.search.warmstart import fits
 
     earlier = [n for n in earlier if n.date < opts.date and n.status in FINISHED]
     raw = exp.model_dump(mode="json")
@@ -233,12 +237,12 @@ def plan(exp: Experiment, sweep: Path, opts: NightOptions, earlier: list[Night],
                 raw["search"]["num_samples"] = exp.search.num_samples + len(points)
     sources = [str(sweep / NIGHTS_DIR / n.date) for n in earlier
                if not n.regression and _has_state(sweep / NIGHTS_DIR / n.date)][-opts.keep_nights:]
-    if sources and exp.search.searcher in WARM_CAPABLE and flat:
+    if sources and SEARCHERS[exp.search.searcher].can("warm_start") and flat:
         own = exp.search.warm_start
         raw["search"]["warm_start"] = [*([own] if isinstance(own, str) else own or []), *sources]
     elif sources:
         say(f"distune: searcher {exp.search.searcher} does not learn from earlier trials "
-            f"(warm start needs {' or '.join(sorted(WARM_CAPABLE))} over a "
+            f"(warm start needs {' or '.join(SEARCHERS.able('warm_start'))} over a "
             "flat space); tonight only re-evaluates the earlier bests")
     return validate(raw, f"night {opts.date}")
 
@@ -256,46 +260,18 @@ def earlier_bests(sweep: Path, earlier: list[Night]) -> list[dict[str, Any]]:
     return list(unique.values())
 
 
-def conclude(night: Night, sweep: Path, history: History, opts: NightOptions,
+def conclude(night: Night, sweep: Path, history: History, opts: NightOptions, summary: Summary,
              say: Callable[[str], None]) -> int:
     """Record the night, judge it against earlier ones, promote, report, prune, notify."""
-    from distune.results.table import open_analysis, trials_table
-    from distune.config.saved import load_saved_experiment
-
-    night_dir = sweep / NIGHTS_DIR / night.date
-    exp = load_saved_experiment(night_dir)
+    night_dir, exp = summary.directory, summary.experiment
     metric, mode = exp.search.metric, exp.search.mode
-    table = trials_table(open_analysis(night_dir), metric, mode, exp.train.epochs)
-    best = json.loads((night_dir / BEST_FILE).read_text())
-    trials = [(_row_config(row), row[f"best_{metric}"], row["status"]) for _, row in table.iterrows()]
-    points = exp.search.initial_points
-    rechecks = []
-    for point in points:  # they ran first, so the first match is the re-evaluation
-        for c, s, st in (t for t in trials if _runs(t[0], point)):
-            score = float(s) if s == s else None  # NaN: never scored
-            earlier = [] if night.rebaseline else history.baseline(c, night.date, night.config_hash)
-            rechecks.append(asdict(judge(c, earlier, score, st, mode)))
-            break
-    history.record_scores(night.date, [(c, float(s), st, any(_runs(c, p) for p in points))
-                                       for c, s, st in trials if s == s])
-
+    night.rechecks = _rechecks(night, history, summary)
+    history.record_scores(night.date, [(t, any(_runs(t.config, p) for p in exp.search.initial_points))
+                                       for t in summary.records if not math.isnan(t.score)])
     champion = None
     for n in [] if night.rebaseline else history.comparable(night.date, night.config_hash):
         champion = n if champion is None or better(n.best_score, champion.best_score, mode) else champion
-    resources = exp.resources
-    busy_h = float(table["time_s"].sum()) / 3600
-    night.metric, night.mode = metric, mode
-    night.best_config, night.best_score = best["config"], float(best[metric])
-    night.test_accuracy = float(best["test_accuracy"])
-    night.trials = len(table)
-    night.stopped_early = int(table.status.isin(["stopped", "early-stopped"]).sum())
-    night.failed = int(table.status.isin(["error", "diverged"]).sum())
-    night.cpu_hours, night.gpu_hours = busy_h * resources.cpus_per_trial, busy_h * resources.gpus_per_trial
-    night.improved = None if champion is None else better(night.best_score, champion.best_score, mode)
-    night.rechecks = rechecks
-    night.regression = any(c["verdict"] == "regression" for c in rechecks)
-    warm = exp.search.warm_start
-    night.warm_from = [Path(w).name for w in ([warm] if isinstance(warm, str) else warm or [])]
+    _fill(night, summary, champion)
     night.promoted = not night.regression and (
         night.rebaseline or better(night.best_score, promoted_score(sweep), mode))
     if night.promoted:
@@ -306,7 +282,7 @@ def conclude(night: Night, sweep: Path, history: History, opts: NightOptions,
     nights = history.nights()
     drawn = chart(nights, night_dir / NIGHT_CHART_FILE)
     write_atomic(night_dir / NIGHT_REPORT_FILE, report(sweep.name, night, champion, nights,
-                                                 NIGHT_CHART_FILE if drawn else None))
+                                                       NIGHT_CHART_FILE if drawn else None))
     prune(sweep, opts.keep_nights, night.date, say)
     say(_headline(sweep, night, champion) + f"\ndistune: report: {night_dir / NIGHT_REPORT_FILE}")
     if opts.notify:
@@ -318,18 +294,40 @@ def conclude(night: Night, sweep: Path, history: History, opts: NightOptions,
     return EXIT_REGRESSION if night.regression else 0
 
 
+def _rechecks(night: Night, history: History, summary: Summary) -> list[dict[str, Any]]:
+    """Each initial point (earlier winners, run first) judged against its earlier scores."""
+    out = []
+    for point in summary.experiment.search.initial_points:
+        for t in (t for t in summary.records if _runs(t.config, point)):  # the first is the recheck
+            score = None if math.isnan(t.score) else t.score  # NaN: never scored
+            earlier = [] if night.rebaseline else history.baseline(t.config, night.date,
+                                                                    night.config_hash)
+            out.append(asdict(judge(t.config, earlier, score, t.status, summary.experiment.search.mode)))
+            break
+    return out
+
+
+def _fill(night: Night, summary: Summary, champion: Night | None) -> None:
+    """The night's facts from its run's Summary."""
+    exp, records, mode = summary.experiment, summary.records, summary.experiment.search.mode
+    busy_h = sum(float(t.last.get("time_s") or 0.0) for t in records) / 3600
+    night.metric, night.mode = summary.metric, mode
+    night.best_config, night.best_score = summary.best_config, float(summary.best_score)
+    night.test_accuracy = float(summary.test_accuracy)
+    night.trials = len(records)
+    night.stopped_early = sum(t.status in ("stopped", "early-stopped") for t in records)
+    night.failed = sum(t.status in ("error", "diverged") for t in records)
+    night.cpu_hours = busy_h * exp.resources.cpus_per_trial
+    night.gpu_hours = busy_h * exp.resources.gpus_per_trial
+    night.improved = None if champion is None else better(night.best_score, champion.best_score, mode)
+    night.regression = any(c["verdict"] == "regression" for c in night.rechecks)
+    warm = exp.search.warm_start
+    night.warm_from = [Path(w).name for w in ([warm] if isinstance(warm, str) else warm or [])]
+
+
 def _runs(config: dict[str, Any], point: dict[str, Any]) -> bool:
     """Does a trial's config set every value of an initial point?"""
     return config_key({k: config.get(k) for k in point}) == config_key(point)
-
-
-def _row_config(row) -> dict[str, Any]:
-    """A results-table row's trial config (pandas' NaN marks a parameter the trial lacked)."""
-    out = {}
-    for k, v in row.items():
-        if k.startswith("config/") and not (isinstance(v, float) and v != v):
-            out[k.removeprefix("config/")] = v.item() if hasattr(v, "item") else v
-    return out
 
 
 def _headline(sweep: Path, night: Night, champion: Night | None) -> str:

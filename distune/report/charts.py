@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from distune.results.records import TrialRecord
 
 STYLE = "ggplot"  # Optuna's charts use it too: the report looks like one piece
 # How a trial's learning curve is drawn, by status: (colour, line style, end marker).
@@ -31,13 +32,8 @@ class NoChart(Exception):
     """The data cannot support this chart; the message says why, for the reader."""
 
 
-@dataclass
-class TrialData:
-    trial_id: str
-    status: str
-    config: dict[str, Any]
-    best: float  # the search metric at the trial's best epoch (nan if none)
-    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per reported epoch
+Curves = dict[str, pd.DataFrame]  # trial id -> one row per reported epoch (its progress.csv)
+NO_EPOCHS = pd.DataFrame()
 
 
 def _pyplot():
@@ -55,20 +51,21 @@ def _better_so_far(values, mode: str) -> np.ndarray:
     return (series.cummax() if mode == "max" else series.cummin()).ffill().to_numpy()
 
 
-def history(trials: list[TrialData], metric: str, mode: str):
+def history(trials: list[TrialRecord], curves: Curves, metric: str, mode: str):
     """Best metric so far against wall time (every epoch) and against trial number."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    rows = [(t.epochs["timestamp"] - t.epochs.get("time_total_s", 0), t.epochs["timestamp"],
-             t.epochs[metric]) for t in trials if metric in t.epochs and "timestamp" in t.epochs]
+    frames = [curves.get(t.trial_id, NO_EPOCHS) for t in trials]
+    rows = [(e["timestamp"] - e.get("time_total_s", 0), e["timestamp"], e[metric])
+            for e in frames if metric in e and "timestamp" in e]
     if not rows:
         raise NoChart(f"no trial has reported {metric} yet")
     start = min(float(s.min()) for s, _, _ in rows)
     points = pd.DataFrame({"t": pd.concat([t for _, t, _ in rows]) - start,
                            "v": pd.concat([v for _, _, v in rows])}).dropna().sort_values("t")
     ordered = sorted(trials, key=_creation_order)
-    values = np.array([t.best for t in ordered], dtype=float)
+    values = np.array([t.score for t in ordered], dtype=float)
     with plt.style.context(STYLE):
         fig, (by_time, by_trial) = plt.subplots(1, 2, figsize=(12, 4.2))
         by_time.scatter(points["t"], points["v"], s=10, alpha=0.5, color="tab:blue",
@@ -93,7 +90,7 @@ def history(trials: list[TrialData], metric: str, mode: str):
     return fig
 
 
-def _creation_order(t: TrialData) -> tuple[int, str]:
+def _creation_order(t: TrialRecord) -> tuple[int, str]:
     suffix = t.trial_id.rsplit("_", 1)[-1]
     return (int(suffix) if suffix.isdigit() else 0, t.trial_id)
 
@@ -102,22 +99,24 @@ def _status_colour(status: str) -> str:
     return CURVE_STYLES.get(status, RUNNING_STYLE)[0]
 
 
-def learning_curves(trials: list[TrialData], metrics: list[str], winner: str | None):
+def learning_curves(trials: list[TrialRecord], curves: Curves, metrics: list[str],
+                    winner: str | None):
     """Every trial's curve per metric; the style says how it ended, the winner is bold."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    if not any(m in t.epochs for t in trials for m in metrics):
+    if not any(m in curves.get(t.trial_id, NO_EPOCHS) for t in trials for m in metrics):
         raise NoChart("no trial has finished an epoch yet")
     with plt.style.context(STYLE):
         fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
         for ax, metric in zip(axes[0], metrics):
             for t in trials:
-                if metric not in t.epochs or t.epochs.empty:
+                epochs = curves.get(t.trial_id, NO_EPOCHS)
+                if metric not in epochs or epochs.empty:
                     continue
                 colour, line, marker = CURVE_STYLES.get(t.status, RUNNING_STYLE)
-                x, y = t.epochs["training_iteration"], t.epochs[metric]
+                x, y = epochs["training_iteration"], epochs[metric]
                 bold = t.trial_id == winner
                 ax.plot(x, y, line, color="black" if bold else colour,
                         lw=2.5 if bold else 1.2, alpha=1 if bold else 0.7, zorder=3 if bold else 2)
@@ -135,19 +134,19 @@ def learning_curves(trials: list[TrialData], metrics: list[str], winner: str | N
     return fig
 
 
-def study(trials: list[TrialData], mode: str, log_params: set[str]):
+def study(trials: list[TrialRecord], mode: str, log_params: set[str]):
     """An in-memory Optuna study with one complete trial per trial that has a value. Stopped
     trials count with the best value they reached. Distributions come from the values seen."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    scored = [t for t in trials if math.isfinite(t.best)]
+    scored = [t for t in trials if math.isfinite(t.score)]
     distributions = _distributions([t.config for t in scored], log_params)
     result = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for t in scored:
         params = {k: v for k, v in t.config.items() if k in distributions}
         result.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: distributions[k] for k in params}, value=t.best,
+            params=params, distributions={k: distributions[k] for k in params}, value=t.score,
             user_attrs={"trial_id": t.trial_id}))
     return result
 

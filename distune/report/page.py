@@ -8,7 +8,6 @@ import base64
 import html
 import io
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,15 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from distune.report import charts
+from distune.config.schema import Experiment
+from distune.config.saved import load_saved_experiment
 from distune.errors import DistuneError
+from distune.report import charts
+from distune.results.records import CONFIG_PREFIX, TrialRecord, from_table
+from distune.sweep.directory import load_data
 from distune.results.layout import BEST_FILE, BEST_MODEL_FILE, CHARTS_DIR, PROGRESS_FILE, REPORT_FILE
 from distune.results.table import open_analysis, trials_table, write_atomic
+from distune.trial.training import configure_tensorflow
 
 
 
@@ -32,16 +36,23 @@ class Chart:
     note: str | None = None  # why there is no chart
 
 
-def write_report(directory: Path, splits=None) -> Path:
-    """Write report.html and report/*.png for the experiment in `directory`. `splits` saves
-    reloading MNIST when the caller has it (the end of a run)."""
-    from distune.config.saved import load_saved_experiment
-
+def report_of(directory: Path) -> Path:
+    """`distune report NAME`: the report of an experiment on disk, finished or still running."""
     exp = load_saved_experiment(directory)
+    table = trials_table(open_analysis(directory), exp.search.metric, exp.search.mode,
+                         exp.train.epochs)
+    file = directory / BEST_FILE
+    return write_report(exp, directory, table, json.loads(file.read_text()) if file.is_file() else None)
+
+
+def write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
+                 best: dict[str, Any] | None, splits=None) -> Path:
+    """Write report.html and report/*.png from what the caller holds: the experiment, its
+    results table, best.json's content (None while no winner) and, at the end of a run, the
+    data (saves reloading MNIST)."""
     metric, mode = exp.search.metric, exp.search.mode
-    table = trials_table(open_analysis(directory), metric, mode, exp.train.epochs)
-    trials = _trial_data(directory, table, metric)
-    best = _read_best(directory)
+    trials = from_table(table, metric)
+    curves = trial_curves(directory, trials)
     winner_id = best["trial"] if best else None
 
     sections: list[tuple[str, str, list[Chart], str]] = []
@@ -58,13 +69,13 @@ def write_report(directory: Path, splits=None) -> Path:
             "history", "Optimization history",
             "Left: every epoch's result over wall time, with the best so far. Right: each "
             "trial's best (coloured by how it ended), in the order trials started.",
-            lambda: charts.history(trials, metric, mode))], ""),
+            lambda: charts.history(trials, curves, metric, mode))], ""),
         ("curves", "Learning curves", [_draw(
             "curves", "Learning curves",
             "Every trial, epoch by epoch. Dashed grey ending in x: stopped early by the "
             "scheduler; dash-dot orange: its own early stopping; dotted red: diverged or "
             "failed; bold black: the winner.",
-            lambda: charts.learning_curves(trials, [metric, other], winner_id))], ""),
+            lambda: charts.learning_curves(trials, curves, [metric, other], winner_id))], ""),
         ("parallel", "Parallel coordinates", [_draw(
             "parallel", "Parallel coordinates",
             f"One line per trial through its hyperparameters, coloured by its best {metric}.",
@@ -85,11 +96,12 @@ def write_report(directory: Path, splits=None) -> Path:
     return directory / REPORT_FILE
 
 
-def try_write_report(directory: Path, splits=None,
+def try_write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
+                     best: dict[str, Any] | None, splits=None,
                      say: Callable[[str], None] = print) -> Path | None:
     """The end of a run: a report that cannot be written is a warning, never a lost result."""
     try:
-        return write_report(directory, splits)
+        return write_report(exp, directory, table, best, splits)
     except Exception as e:  # noqa: BLE001  (any failure here must not lose the sweep's results)
         say(f"distune: warning: could not write the report ({type(e).__name__}: {e}); the "
             f"results are saved. Try again with `distune report {directory.name} --storage "
@@ -97,34 +109,14 @@ def try_write_report(directory: Path, splits=None,
         return None
 
 
-def _read_best(directory: Path) -> dict[str, Any] | None:
-    file = directory / BEST_FILE
-    return json.loads(file.read_text()) if file.is_file() else None
-
-
-def _trial_data(directory: Path, table: pd.DataFrame, metric: str) -> list[charts.TrialData]:
-    """Each trial's status and config from the results table, its epochs from progress.csv."""
-    out = []
-    for row in table.to_dict("records"):
-        progress = directory / row["trial"] / PROGRESS_FILE
-        epochs = pd.read_csv(progress) if progress.is_file() and progress.stat().st_size else \
-            pd.DataFrame()
-        config = {k.removeprefix("config/"): _plain(v) for k, v in row.items()
-                  if k.startswith("config/") and not _missing(v)}
-        out.append(charts.TrialData(row["trial"], row["status"], config,
-                                    float(row[f"best_{metric}"]), epochs))
+def trial_curves(directory: Path, trials: list[TrialRecord]) -> charts.Curves:
+    """Each trial's epochs, from the progress.csv Ray Tune keeps beside its checkpoints."""
+    out = {}
+    for t in trials:
+        progress = directory / t.trial_id / PROGRESS_FILE
+        if progress.is_file() and progress.stat().st_size:
+            out[t.trial_id] = pd.read_csv(progress)
     return out
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _plain(v: Any) -> Any:
-    """numpy scalars (from the table) as Python values; integral floats of int columns as ints
-    (a column with gaps, from tree spaces, turns ints into floats)."""
-    v = v.item() if hasattr(v, "item") else v
-    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) >= 1 else v
 
 
 def _draw(key: str, title: str, caption: str, make: Callable[[], Any]) -> Chart:
@@ -168,7 +160,7 @@ def _winner_charts(exp, directory: Path, splits) -> list[Chart]:
     mistakes = Chart("misclassified", "Misclassified test digits",
                      "The winner's most confident mistakes, titled true→predicted.")
     try:
-        x, y, probabilities = _predict(exp, directory, splits)
+        x, y, probabilities = winner_predictions(exp, directory, splits)
     except Exception as e:  # noqa: BLE001  (a missing model or data file: say so, keep the rest)
         confusion.note = mistakes.note = f"test-set charts unavailable: {e}"
         return [confusion, mistakes]
@@ -180,16 +172,11 @@ def _winner_charts(exp, directory: Path, splits) -> list[Chart]:
     return [confusion, mistakes]
 
 
-def _predict(exp, directory: Path, splits):
-    from distune.trial.training import configure_tensorflow
-
+def winner_predictions(exp, directory: Path, splits):
     configure_tensorflow()  # before Keras imports TensorFlow: quiet, and its thread settings
     import keras
 
-    if splits is None:
-        from distune.sweep.directory import load_data
-
-        splits = load_data(exp)
+    splits = splits if splits is not None else load_data(exp)
     model = keras.saving.load_model(directory / BEST_MODEL_FILE)
     x = splits.x_test.reshape((-1, *model.input_shape[1:]))  # (784,) for mlp, (28, 28, 1) cnn
     return splits.x_test, splits.y_test, model.predict(x, batch_size=1024, verbose=0)
@@ -241,7 +228,7 @@ def _page(exp, directory: Path, table: pd.DataFrame, best, sections) -> str:
     body = "".join(
         f'<section id="{key}"><h2>{html.escape(title)}</h2>{extra}'
         f'{"".join(_figure(c) for c in cs)}</section>' for key, title, cs, extra in sections)
-    shown = table.rename(columns=lambda c: c.removeprefix("config/"))
+    shown = table.rename(columns=lambda c: c.removeprefix(CONFIG_PREFIX))
     trials_html = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}",
                                 classes="small", table_id="trials-table", border=0)
     name = html.escape(directory.name)

@@ -5,14 +5,10 @@ from distune._lazy import exports
 
 _NAMES = {
     "Context": "registry",
-    "ENUMERATING": "searchers",
-    "GRID_CAPABLE": "searchers",
     "MUTABLE": "schedulers",
     "SCHEDULERS": "schedulers",
     "SEARCHERS": "searchers",
     "StepwiseSearch": "stepwise",
-    "TREE_CAPABLE": "searchers",
-    "WARM_CAPABLE": "warmstart",
     "WarmStarted": "warmstart",
     "fits": "warmstart",
     "prior_results": "warmstart",

@@ -47,7 +47,11 @@ class Entry(Generic[O]):
     summary: str
     options: type[O]
     build: Callable[[O, Context], Any]
-    only_with: tuple[str, ...] = ()  # for schedulers: the searchers they work with (empty: all)
+    only_with: tuple[str, ...] = ()  # the other side's names it works with (empty: all)
+    capabilities: frozenset[str] = frozenset()  # what it can do: see Registry.add
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
 
 
 class Registry(dict[str, Entry]):
@@ -55,14 +59,21 @@ class Registry(dict[str, Entry]):
         super().__init__()
         self.kind = kind
 
-    def add(self, name: str, summary: str, options: type[O], only_with: tuple[str, ...] = ()):
-        """Decorator: register `build(options, context)` under `name`."""
+    def add(self, name: str, summary: str, options: type[O], only_with: tuple[str, ...] = (),
+            can: tuple[str, ...] = ()):
+        """Decorator: register `build(options, context)` under `name`. Searcher capabilities:
+        "grid" (takes {grid: [...]} values), "enumerate" (walks every choice instead of
+        sampling), "tree" (tree-structured spaces), "warm_start" (learns from earlier trials)."""
 
         def deco(build: Callable[[O, Context], Any]) -> Callable[[O, Context], Any]:
-            self[name] = Entry(name, summary, options, build, only_with)
+            self[name] = Entry(name, summary, options, build, only_with, frozenset(can))
             return build
 
         return deco
+
+    def able(self, capability: str) -> list[str]:
+        """The names of the entries that can do `capability`."""
+        return sorted(name for name, entry in self.items() if entry.can(capability))
 
     def unknown(self, name: str) -> str:
         return f"{name!r} is not one of: {', '.join(self)}"

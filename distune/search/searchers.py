@@ -9,21 +9,17 @@ from pydantic import Field
 from distune.search.registry import Context, Options, Registry
 
 SEARCHERS = Registry("searcher")
-
-# Searchers built on Ray's BasicVariantGenerator understand {grid: [...]}; model-based ones
-# (hyperopt, optuna) raise on it, so the config validator rejects grids for them up front.
-GRID_CAPABLE = {"random", "grid", "stepwise"}
-# The grid searcher enumerates every choice and small int range instead of sampling it.
-ENUMERATING = {"grid"}
-# Searchers that handle tree-structured spaces (choices whose options carry sub-spaces).
-TREE_CAPABLE = {"random", "grid", "hyperopt", "optuna"}
+# Capabilities (Registry.add): searchers built on Ray's BasicVariantGenerator understand
+# {grid: [...]}; model-based ones (hyperopt, optuna) raise on it, so the config checks reject
+# grids for them up front. The grid searcher enumerates every choice and small int range.
 
 
 class NoOptions(Options):
     pass
 
 
-@SEARCHERS.add("random", "random sampling; cheap, parallel, a strong baseline", NoOptions)
+@SEARCHERS.add("random", "random sampling; cheap, parallel, a strong baseline", NoOptions,
+               can=("grid", "tree"))
 def _random(opts: NoOptions, ctx: Context):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -35,7 +31,8 @@ def _random(opts: NoOptions, ctx: Context):
     return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
 
 
-@SEARCHERS.add("grid", "every combination of choices (num_samples repeats the grid)", NoOptions)
+@SEARCHERS.add("grid", "every combination of choices (num_samples repeats the grid)", NoOptions,
+               can=("grid", "enumerate", "tree"))
 def _grid(opts: NoOptions, ctx: Context):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -53,7 +50,7 @@ class HyperOptOptions(Options):
 
 
 @SEARCHERS.add("hyperopt", "Tree-structured Parzen Estimator (hyperopt): learns from past trials",
-               HyperOptOptions)
+               HyperOptOptions, can=("tree", "warm_start"))
 def _hyperopt(opts: HyperOptOptions, ctx: Context):
     from distune.search.warmstart import hyperopt_with_history
 
@@ -74,7 +71,7 @@ class OptunaOptions(Options):
 
 
 @SEARCHERS.add("optuna", "Optuna with a choice of sampler (TPE by default, or GP, CMA-ES, QMC)",
-               OptunaOptions)
+               OptunaOptions, can=("tree", "warm_start"))
 def _optuna(opts: OptunaOptions, ctx: Context):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -120,7 +117,8 @@ class StepwiseOptions(Options):
 
 
 @SEARCHERS.add("stepwise", "one hyperparameter at a time: try each value with the others at "
-               "their first listed value, keep the best, move on", StepwiseOptions)
+               "their first listed value, keep the best, move on", StepwiseOptions,
+               can=("grid",))
 def _stepwise(opts: StepwiseOptions, ctx: Context):
     from distune.search.stepwise import StepwiseSearch, stages
 

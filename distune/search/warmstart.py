@@ -16,7 +16,6 @@ from distune.errors import DistuneError
 from distune.search.wrapped import Delegating
 from distune.space.params import Choice, Fixed, Grid, IntRange, Param, Uniform
 
-WARM_CAPABLE = {"hyperopt", "optuna"}
 
 
 def fits(params: dict[str, Param], config: dict[str, Any]) -> bool:

@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from distune.config.experiment import Experiment, storage_root
+from distune.config.schema import Experiment, storage_root
 from distune.errors import DistuneError
 from distune.ops.storage import (checkpoint_path, is_uri, join, local_copy, mirror, prepare_remote,
                                  remote_of, taken_error)

@@ -8,7 +8,7 @@ from typing import Callable
 
 from ray.tune import Callback
 
-from distune.results.table import trial_status
+from distune.results.records import trial_status
 from distune.trial.training import trial_hyperparams
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from distune.config.experiment import Experiment, trial_space
+from distune.config.schema import Experiment, trial_space
 from distune.errors import DistuneError, Interrupted
 from distune.ops.environment import QUIET_ENV
 from distune.ops.storage import refresh, resume_command, root_of, sibling, where
@@ -199,9 +199,10 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
 
 
 def fit(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
-           say: Callable[[str], None] = print, state_dir: Path | None = None) -> None:
+        say: Callable[[str], None] = print, state_dir: Path | None = None):
     """Fit one Tuner; `state_dir`: where it keeps its state, if not in the experiment's
-    directory itself (the select stage's subdirectory)."""
+    directory itself (the select stage's subdirectory). Returns Ray's analysis of the finished
+    sweep, read once, for everything after it."""
     import ray
 
     owns_ray = start_ray(exp, verbose)
@@ -216,14 +217,15 @@ def fit(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
     # trial objects, which it marks stopped while cleaning up) tells that trials are unfinished.
     directory = experiment_dir(exp)
     refresh(directory)
-    trials = open_analysis(state_dir or directory).trials
-    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    analysis = open_analysis(state_dir or directory)
+    unfinished = [t for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
     if unfinished and left_paused_by_hyperband(exp, unfinished) and state_dir is None:
         say(f"distune: HyperBand left {len(unfinished)} trial(s) paused in brackets it never "
             "completed; they count as stopped by the scheduler")
     elif unfinished:
         raise Interrupted(f"interrupted: the sweep's state is saved in {where(directory)}. Resume "
                           f"it with: {resume_command(directory)}")
+    return analysis
 
 
 def left_paused_by_hyperband(exp: Experiment, unfinished: list) -> bool:

@@ -5,7 +5,9 @@ from distune._lazy import exports
 
 _NAMES = {
     "CrossValidated": "training",
+    "Forked": "worker",
     "MnistTrainable": "trainable",
+    "Spawned": "worker",
     "Splits": "data",
     "Training": "training",
     "build_model": "model",
@@ -17,6 +19,7 @@ _NAMES = {
     "load_mnist": "data",
     "make_training": "training",
     "read_npz": "data",
+    "share_arrays": "worker",
     "trial_hyperparams": "training",
     "trial_seed": "training",
     "warm_up_tensorflow": "training",

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from distune.config.experiment import Experiment
+from distune.config.schema import Experiment
 from distune.space.hyperparams import Hyperparams
 from distune.trial.training import trial_hyperparams, trial_seed
 from distune.trial.worker import TrainingProcess

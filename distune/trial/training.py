@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from distune.config.experiment import MIN_FOLD_IMAGES, TrainConfig
+from distune.config.schema import MIN_FOLD_IMAGES, TrainConfig
 from distune.errors import DistuneError
 from distune.space.hyperparams import Hyperparams
 from distune.results.layout import BEST_WEIGHTS_FILE, CHECKPOINT_MODEL_FILE, CV_FILE, STATE_FILE

@@ -5,7 +5,6 @@ from distune._lazy import exports
 
 _NAMES = {
     "Selection": "select",
-    "Winner": "pick",
     "evaluate_checkpoint": "pick",
     "export_model": "pick",
     "gather": "select",

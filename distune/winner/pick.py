@@ -5,31 +5,23 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distune.config.experiment import Experiment
+from distune.config.schema import Experiment
 from distune.trial.data import Splits
 from distune.errors import DistuneError
 from distune.space.hyperparams import Hyperparams
 from distune.ops.storage import checkpoint_path, local_copy
 from distune.results.layout import CHECKPOINT_MODEL_FILE
+from distune.results.records import TrialRecord, sort_best_first, trial_status
+from distune.results.values import better, plain_config
 from distune.trial.training import Training, trial_seed
 
 
-@dataclass
-class Winner:
-    trial_id: str
-    config: dict[str, Any]
-    score: float  # the search metric at the winner's best epoch
-    epoch: int
-    checkpoint_dir: Path
-
-
-def pick_winner(analysis, exp: Experiment) -> Winner:
+def pick_winner(analysis, exp: Experiment) -> TrialRecord:
     """The best checkpointed epoch of any trial, by the validation metric. Only epochs with a
     checkpoint can win: a trial cut off before saving (say, by the sweep's stop target) has
     nothing to test."""
@@ -41,7 +33,7 @@ def pick_winner(analysis, exp: Experiment) -> Winner:
     return ranking[0]
 
 
-def ranked(trials, metric: str, mode: str) -> list[Winner]:
+def ranked(trials, metric: str, mode: str) -> list[TrialRecord]:
     """Each trial at its best checkpointed epoch, best first (ties keep the trials' order);
     trials without a checkpoint with a finite metric are left out."""
     found = []
@@ -51,28 +43,31 @@ def ranked(trials, metric: str, mode: str) -> list[Winner]:
             value = result.metrics.get(metric)
             if value is None or not math.isfinite(value):
                 continue
-            if best is None or (value > best[0] if mode == "max" else value < best[0]):
+            if best is None or better(value, best[0], mode):
                 best = (value, result)
         if best is not None:
             value, result = best
-            found.append(Winner(trial.trial_id, dict(trial.config), float(value),
-                                int(result.metrics.get("training_iteration", 0)),
-                                checkpoint_path(trial, result.checkpoint)))
-    return sorted(found, key=lambda w: -w.score if mode == "max" else w.score)
+            last = trial.last_result or {}
+            found.append(TrialRecord(
+                trial.trial_id, plain_config(dict(trial.config)),
+                trial_status(trial, last, trial.config.get("epochs") or 0), float(value),
+                int(result.metrics.get("training_iteration", 0)),
+                int(last.get("training_iteration", 0)), checkpoint_path(trial, result.checkpoint)))
+    return sort_best_first(found, mode)
 
 
-def evaluate_checkpoint(winner: Winner, splits: Splits) -> tuple[float, float, Path]:
+def evaluate_checkpoint(winner: TrialRecord, splits: Splits) -> tuple[float, float, Path]:
     """(test loss, test accuracy, model file) of the winner's best checkpoint."""
     import keras
 
-    model_file = local_copy(winner.checkpoint_dir) / CHECKPOINT_MODEL_FILE
+    model_file = local_copy(winner.checkpoint) / CHECKPOINT_MODEL_FILE
     if not model_file.is_file():
         raise DistuneError(f"the winner's checkpoint is missing its model: {model_file}")
     model = keras.saving.load_model(model_file)
     return (*_evaluate(model, winner.config, splits), model_file)
 
 
-def refit(winner: Winner, exp: Experiment, splits: Splits, out_dir: Path) -> tuple[float, float, Path]:
+def refit(winner: TrialRecord, exp: Experiment, splits: Splits, out_dir: Path) -> tuple[float, float, Path]:
     """Retrain the winning config on train + validation for the epochs it needed, then test."""
     hp = Hyperparams.model_validate(winner.config)
     data = {"x_train": np.concatenate([splits.x_train, splits.x_val]),

@@ -14,7 +14,6 @@ the test accuracy comes with its spread.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from distune.config.experiment import Experiment
+from distune.config.schema import Experiment
 from distune.errors import DistuneError
-from distune.results.table import open_analysis, write_atomic
+from distune.results.table import write_atomic
 from distune.ops.storage import where
-from distune.winner.pick import Winner, evaluate_checkpoint, ranked
+from distune.winner.pick import evaluate_checkpoint, ranked
 from distune.results.layout import SELECT_DIR, SELECT_TABLE
+from distune.results.records import CONFIG_PREFIX, TrialRecord
+from distune.results.values import best_first, config_key, plain_config
 
 
 
@@ -37,8 +38,8 @@ class Candidate:
     """One of the search's top-k configs and its retrains (each at its best checkpointed epoch)."""
 
     search_rank: int
-    search: Winner
-    runs: list[Winner] = field(default_factory=list)  # finished retrains, by seed index
+    search: TrialRecord
+    runs: list[TrialRecord] = field(default_factory=list)  # finished retrains, by seed index
     seeds: list[int] = field(default_factory=list)  # the seed index of each run
     failed: int = 0  # retrains that errored, diverged or saved no finite score
 
@@ -68,11 +69,10 @@ class Selection:
         return self.ranking[0]
 
     @property
-    def winner(self) -> Winner:
+    def winner(self) -> TrialRecord:
         """The winning config as the search found it, represented by its exported retrain."""
         run = self.best.runs[self.exported]
-        return Winner(self.best.search.trial_id, self.best.search.config, run.score, run.epoch,
-                      run.checkpoint_dir)
+        return self.best.search.but(score=run.score, epoch=run.epoch, checkpoint=run.checkpoint)
 
     @property
     def accuracies(self) -> list[float]:
@@ -98,23 +98,13 @@ def _json_float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _plain(config: dict[str, Any]) -> dict[str, Any]:
-    """numpy scalars as Python values, so configs compare, hash and serialise the same."""
-    return json.loads(json.dumps(config, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def _key(config: dict[str, Any]) -> str:
-    return json.dumps(config, sort_keys=True)
-
-
-def top_configs(analysis, exp: Experiment) -> list[Winner]:
+def top_configs(analysis, exp: Experiment) -> list[TrialRecord]:
     """The search's best distinct configs (a config searched twice counts once), best first."""
     seen, out = set(), []
     for w in ranked(analysis.trials, exp.search.metric, exp.search.mode):
-        config = _plain(w.config)
-        if _key(config) not in seen:
-            seen.add(_key(config))
-            out.append(Winner(w.trial_id, config, w.score, w.epoch, w.checkpoint_dir))
+        if config_key(w.config) not in seen:
+            seen.add(config_key(w.config))
+            out.append(w)
     return out[:exp.select.top_k]
 
 
@@ -158,29 +148,27 @@ def retrain(exp: Experiment, directory: Path, splits, configs: list[dict], verbo
         say(f"distune: re-evaluating the top {len(configs)} configs with {exp.select.seeds} "
             f"seeds each ({len(configs) * exp.select.seeds} trials) in {where(select_dir)}")
         make = lambda: build_select_tuner(exp, data, directory, configs, verbose, say)  # noqa: E731
-    fit(exp, verbose, make, say, state_dir=select_dir)
-    return select_dir
+    return select_dir, fit(exp, verbose, make, say, state_dir=select_dir)
 
 
-def gather(search: list[Winner], trials, exp: Experiment) -> list[Candidate]:
+def gather(search: list[TrialRecord], trials, exp: Experiment) -> list[Candidate]:
     """Each candidate's retrains, scored like search trials; best mean first. A config that
     errored or diverged on any seed ranks below every config that finished all of them."""
-    candidates = {_key(w.config): Candidate(i, w) for i, w in enumerate(search, 1)}
+    candidates = {config_key(w.config): Candidate(i, w) for i, w in enumerate(search, 1)}
     scored = {w.trial_id: w for w in ranked(trials, exp.search.metric, exp.search.mode)}
     for trial in sorted(trials, key=lambda t: t.config["seed"]):
-        candidate = candidates.get(_key(_plain(trial.config["config"])))
+        candidate = candidates.get(config_key(plain_config(trial.config["config"])))
         if candidate is None:
             continue
         run = scored.get(trial.trial_id)
         if run is None or trial.status == "ERROR" or (trial.last_result or {}).get("diverged"):
             candidate.failed += 1
             continue
-        candidate.runs.append(Winner(run.trial_id, candidate.search.config, run.score, run.epoch,
-                                     run.checkpoint_dir))
+        candidate.runs.append(run.but(config=candidate.search.config))
         candidate.seeds.append(int(trial.config["seed"]))
-    sign = -1 if exp.search.mode == "max" else 1
     return sorted(candidates.values(), key=lambda c: (
-        not c.runs, c.failed > 0, sign * c.mean if c.runs else 0.0, c.search_rank))
+        not c.runs, c.failed > 0, best_first(c.mean, exp.search.mode) if c.runs else 0.0,
+        c.search_rank))
 
 
 def reevaluate(exp: Experiment, directory: Path, splits, analysis, verbose: bool = False,
@@ -190,14 +178,13 @@ def reevaluate(exp: Experiment, directory: Path, splits, analysis, verbose: bool
     search = top_configs(analysis, exp)
     if len(search) < exp.select.top_k:
         say(f"distune: only {len(search)} distinct configs have a checkpoint; re-evaluating those")
-    select_dir = retrain(exp, directory, splits, [w.config for w in search], verbose, say)
-    ranking = gather(search, open_analysis(select_dir).trials, exp)
+    select_dir, retrained = retrain(exp, directory, splits, [w.config for w in search], verbose, say)
+    ranking = gather(search, retrained.trials, exp)
     best = ranking[0]
     if not best.runs:
         raise DistuneError(f"no retrain in {where(select_dir)} saved a checkpoint with a finite "
                            f"{exp.search.metric}; see each trial's error.txt there.")
-    order = sorted(range(len(best.runs)), key=lambda i: best.scores[i],
-                   reverse=exp.search.mode == "max")
+    order = sorted(range(len(best.runs)), key=lambda i: best_first(best.scores[i], exp.search.mode))
     median = order[(len(order) - 1) // 2]  # of an even number: the better middle one
     selection = Selection(ranking, [evaluate_checkpoint(run, splits) for run in best.runs], median,
                           directory / SELECT_TABLE)
@@ -213,7 +200,7 @@ def select_table(ranking: list[Candidate], metric: str) -> pd.DataFrame:
              "seeds": len(c.runs), "failed": c.failed,
              "scores": " ".join(f"{s:.6g}" for s in c.scores),
              "trials": " ".join(r.trial_id for r in c.runs),
-             **{f"config/{k}": v for k, v in c.search.config.items()}}
+             **{CONFIG_PREFIX + k: v for k, v in c.search.config.items()}}
             for i, c in enumerate(ranking, 1)]
     return pd.DataFrame(rows)
 

@@ -58,8 +58,8 @@ def plain_loop(configs: list[dict], splits, epochs: int) -> dict:
     """The baseline: one process, one model at a time, Keras's own fit with validation."""
     import keras
 
-    from distune.space.hyperparams import Hyperparams
-    from distune.trial.model import build_model
+    from distune.space import Hyperparams
+    from distune.trial import build_model
 
     x, y = splits.x_train.reshape(-1, 784), splits.y_train
     xv, yv = splits.x_val.reshape(-1, 784), splits.y_val
@@ -99,7 +99,7 @@ def distune_run(configs: list[dict], args, storage: str) -> dict:
     import ray
     from ray import tune
 
-    from distune.config.experiment import validate
+    from distune.config import validate
     from distune.sweep import load_data
     from distune.sweep import build_tuner, start_ray
 
@@ -198,8 +198,8 @@ def main() -> int:
     # A private Ray even when a `ray start` cluster runs on this machine (ray.init() with no
     # address would join it).
     os.environ.setdefault("RAY_ADDRESS", "local")
-    from distune.trial.data import load_mnist
-    from distune.trial.training import configure_tensorflow
+    from distune.trial import load_mnist
+    from distune.trial import configure_tensorflow
 
     cores = os.cpu_count() or 1
     configure_tensorflow(cores)  # the plain loop: TensorFlow on every core

@@ -83,7 +83,7 @@ def gpus_seen() -> tuple[int, int]:
 def sweep(k: int, gpu: bool, args, storage: str) -> dict:
     from ray import tune
 
-    from distune.config.experiment import validate
+    from distune.config import validate
     from distune.sweep import load_data
     from distune.sweep import build_tuner
 
@@ -136,10 +136,10 @@ def main() -> int:
     if args.quick:
         args.trials, args.epochs, args.subset, packing = 2, 1, 1000, [2]
 
-    from distune.config.experiment import validate
+    from distune.config import validate
     from distune.ops import quiet_environment
     from distune.sweep import start_ray
-    from distune.trial.training import configure_tensorflow
+    from distune.trial import configure_tensorflow
 
     quiet_environment(verbose=False)
     # A private Ray even when a `ray start` cluster runs on this machine (ray.init() with no

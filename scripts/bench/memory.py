@@ -39,7 +39,7 @@ def main() -> int:
 
     from ray import tune
 
-    from distune.config.experiment import validate
+    from distune.config import validate
     from distune.ops import quiet_environment
     from distune.sweep import load_data
     from distune.sweep import build_tuner, start_ray

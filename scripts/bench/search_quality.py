@@ -51,7 +51,7 @@ def main() -> int:
 
     import ray
 
-    from distune.config.experiment import validate
+    from distune.config import validate
     from distune.ops import QUIET_ENV, quiet_environment
     from distune import run
 

@@ -28,7 +28,7 @@ def sweeps(data: str, count: int) -> list[dict]:
     import ray
     from ray import tune
 
-    from distune.config.experiment import validate
+    from distune.config import validate
     from distune.ops import QUIET_ENV, quiet_environment
     from distune.sweep import load_data, prepare_directory
     from distune.sweep import build_tuner

@@ -72,7 +72,7 @@ def time_to_reach(curve: list[tuple[float, float]], target: float) -> float:
 
 def hyperparams_from_kt(hp, epochs: int):
     """The KerasTuner space, written with KerasTuner's own calls, as distune Hyperparams."""
-    from distune.space.hyperparams import Hyperparams
+    from distune.space import Hyperparams
 
     return Hyperparams.model_validate({
         "hidden_layers": 4,
@@ -93,7 +93,7 @@ def run_kerastuner(kind: str, splits, epochs: int, budget: float, seed: int) -> 
     """One KerasTuner search in this process, stopped at the budget."""
     import keras_tuner as kt
 
-    from distune.trial.model import build_model
+    from distune.trial import build_model
 
     x, y = splits.x_train.reshape(-1, 784), splits.y_train
     xv, yv = splits.x_val.reshape(-1, 784), splits.y_val
@@ -154,9 +154,10 @@ def run_kerastuner(kind: str, splits, epochs: int, budget: float, seed: int) -> 
 def run_distune(searcher: str, scheduler: str, args, splits, storage: str) -> dict:
     from ray import tune
 
-    from distune.config.experiment import validate
+    from distune.config import validate
     from distune.errors import DistuneError
     from distune import finish
+    from distune.results import open_analysis
     from distune.sweep import build_tuner
 
     exp = validate({
@@ -186,7 +187,7 @@ def run_distune(searcher: str, scheduler: str, args, splits, storage: str) -> di
     tuner.fit()
     wall = time.perf_counter() - clock["t0"]
     try:
-        test = finish(exp, directory, splits, refit=False, started=time.time(),
+        test = finish(exp, directory, splits, open_analysis(directory), refit=False, started=time.time(),
                       say=lambda _: None).test_accuracy
     except DistuneError:  # no epoch finished (and was checkpointed) within the budget
         test = math.nan
@@ -223,8 +224,8 @@ def main() -> int:
     # address would join it).
     os.environ.setdefault("RAY_ADDRESS", "local")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from distune.config.experiment import validate
-    from distune.trial.training import configure_tensorflow
+    from distune.config import validate
+    from distune.trial import configure_tensorflow
 
     configure_tensorflow(os.cpu_count() or 1)  # KerasTuner trains here, on every core
     exp = validate({"data": {"path": args.data, "train_subset": args.subset}, "run": {"seed": args.seed}})

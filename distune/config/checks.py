@@ -1,0 +1,227 @@
+"""What pydantic cannot check alone: searcher and scheduler options against their registries,
+pairings, tree spaces, grids, initial points, PBT's mutations, selection and folds; and the
+one format every problem is reported in (a dotted path and what to fix)."""
+
+from __future__ import annotations
+
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from distune.config.schema import MIN_FOLD_IMAGES, Experiment
+from distune.search.schedulers import MUTABLE, SCHEDULERS
+from distune.search.searchers import SEARCHERS
+from distune.space.hyperparams import check_value
+from distune.space.params import (Choice, Fixed, Grid, Param, enumerate_space, grid_points,
+                                  grid_values, is_conditional, parse_param)
+
+Problems = list[tuple[str, str]]
+
+
+def describe(err: dict) -> tuple[str, str]:
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        fields = _fields_at(loc[:-1])
+        return path, f"unknown key{'; valid keys: ' + ', '.join(fields) if fields else ''}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] in ("missing",):
+        msg = "required"
+    elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
+        msg = f"{err['input']!r}: {msg[0].lower() + msg[1:]}"
+    return path, msg
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """Field names of the section at `loc`, for 'unknown key' messages."""
+    model: Any = Experiment
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return []
+        model = fields[part].annotation
+        if get_origin(model) is not None:  # X | None
+            model = next((a for a in get_args(model) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(getattr(model, "model_fields", {}))
+
+
+def semantic_problems(exp: Experiment) -> Problems:
+    """Every cross-section problem of a structurally valid experiment, in a stable order.
+    Later checks run only where earlier ones leave something they can judge."""
+    params, problems = _parsed_space(exp)
+    problems += _option_problems(exp) + _pairing_problems(exp)
+    complete = len(params) == len(exp.model.space)  # every space entry parsed
+    searcher = exp.search.searcher
+    if searcher == "stepwise" and complete and not problems:
+        problems += _stepwise_problems(exp, params)
+    problems += _tree_problems(exp, params)
+    problems += _point_problems(exp.search.initial_points, params, searcher)
+    if exp.schedule.scheduler == "pbt" and not problems:
+        problems += _pbt_problems(exp, params)
+    grids = [k for k, p in params.items() if isinstance(p, Grid)]
+    if grids and not SEARCHERS[searcher].can("grid"):
+        problems.append(("search.searcher", f"{searcher} cannot take grid values "
+                         f"({', '.join('model.space.' + g for g in grids)}); use choice, or searcher random/grid"))
+    if SEARCHERS[searcher].can("enumerate") and complete:
+        problems += _grid_problems(params, "model.space")
+        if not problems and (n := exp.planned_trials) > exp.search.max_grid:
+            problems.append(("search.max_grid", f"the grid has {n} trials, more than max_grid "
+                             f"({exp.search.max_grid}); raise it (--set search.max_grid={n}) "
+                             "if you mean it, or search with random/hyperopt/optuna"))
+    return problems + _selection_problems(exp, not problems and complete)
+
+
+def _parsed_space(exp: Experiment) -> tuple[dict[str, Param], Problems]:
+    """model.space parsed entry by entry; the entries that failed are left out."""
+    problems: Problems = []
+    params: dict[str, Param] = {}
+    for name, raw in exp.model.space.items():
+        if name == "architecture" and not isinstance(raw, dict):
+            problems.append(("model.space.architecture", "set model.architecture instead "
+                             "(or search it: {choice: [mlp, {value: cnn, space: {...}}]})"))
+            continue
+        try:
+            params[name] = parse_param(name, raw)
+        except ValueError as e:
+            problems.append((f"model.space.{name}", str(e)))
+    return params, problems
+
+
+def _option_problems(exp: Experiment) -> Problems:
+    """search.options and schedule.options against the chosen entry's own options model."""
+    problems: Problems = []
+    for section, registry, name, options in (
+        ("search", SEARCHERS, exp.search.searcher, exp.search.options),
+        ("schedule", SCHEDULERS, exp.schedule.scheduler, exp.schedule.options),
+    ):
+        try:
+            registry[name].options(**options)
+        except ValidationError as e:
+            for err in e.errors():
+                path, msg = describe(err)
+                if err["type"] == "extra_forbidden":
+                    known = list(registry[name].options.model_fields)
+                    msg = f"unknown option for {name}; valid: {', '.join(known) or 'none'}"
+                problems.append((f"{section}.options{'.' + path if path else ''}", msg))
+    return problems
+
+
+def _pairing_problems(exp: Experiment) -> Problems:
+    """A scheduler that works with some searchers only, and the other way round."""
+    searcher, scheduler = exp.search.searcher, exp.schedule.scheduler
+    problems: Problems = []
+    only_with = SCHEDULERS[scheduler].only_with
+    if only_with and searcher not in only_with:
+        problems.append(("schedule.scheduler", f"{scheduler} works only with searcher "
+                         f"{' or '.join(only_with)}, not {searcher}"))
+    needs = SEARCHERS[searcher].only_with
+    if needs and scheduler not in needs:
+        problems.append(("search.searcher", f"{searcher} works only with scheduler "
+                         f"{' or '.join(needs)}, not {scheduler}"))
+    return problems
+
+
+def _stepwise_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
+    from distune.search.stepwise import stages  # Ray's Searcher class
+
+    try:
+        stages(params, exp.searcher_options().order)
+    except ValueError as e:
+        return [("search.options.order" if str(e).startswith("order") else
+                 f"model.space.{str(e).split(':')[0]}", str(e).split(": ", 1)[-1])]
+    return []
+
+
+def _tree_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
+    """What a tree-structured space rules out; warm starts need a flat one too."""
+    searcher, problems = exp.search.searcher, []
+    if is_conditional(params):
+        if not SEARCHERS[searcher].can("tree"):
+            problems.append(("search.searcher", f"{searcher} cannot search a tree-structured space "
+                             f"(choices with sub-spaces); use {', '.join(SEARCHERS.able('tree'))}"))
+        if exp.search.initial_points:
+            problems.append(("search.initial_points", "not supported with a tree-structured "
+                             "space yet; remove them or flatten the space"))
+        if exp.schedule.scheduler == "pbt":
+            problems.append(("schedule.scheduler", "pbt cannot mutate a tree-structured space"))
+    if exp.search.warm_start is not None and (not SEARCHERS[searcher].can("warm_start")
+                                              or is_conditional(params)):
+        problems.append(("search.warm_start", "needs searcher hyperopt or optuna over a flat "
+                         "space (random, grid and stepwise do not learn from past trials)"))
+    return problems
+
+
+def _pbt_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
+    opts = exp.scheduler_options()
+    searched = [k for k, p in params.items() if not isinstance(p, Fixed) and k in MUTABLE]
+    wanted = opts.mutate if opts.mutate is not None else searched
+    missing = [m for m in wanted if m not in searched]
+    if not wanted or missing:
+        return [("schedule.options.mutate", "pbt needs mutable hyperparameters that the space "
+                 "searches (e.g. learning_rate: {loguniform: [...]}); "
+                 f"{'not searched: ' + ', '.join(missing) if missing else 'none found'}")]
+    return []
+
+
+def _selection_problems(exp: Experiment, countable: bool) -> list[tuple[str, str]]:
+    """select.top_k within the configs the sweep tries, and without pbt; cv folds big enough to score."""
+    problems = []
+    top_k, folds, images = exp.select.top_k, exp.search.cv_folds, exp.data.train_subset
+    if top_k > 1 and exp.schedule.scheduler == "pbt":
+        problems.append(("select.top_k", "pbt trials change their config as they train; a "
+                         "config retrained from scratch is not what scored. Use 0 with pbt"))
+    elif top_k > 1 and countable and top_k > (n := _distinct_configs(exp)):
+        problems.append(("select.top_k", f"{top_k} is more than the {n} distinct config"
+                         f"{'s' if n != 1 else ''} the sweep can try; lower it, or widen the "
+                         "search (search.num_samples, model.space)"))
+    if folds > 1 and images is not None and images // folds < MIN_FOLD_IMAGES:
+        problems.append(("search.cv_folds", f"{folds} folds of data.train_subset={images} images "
+                         f"leave fewer than {MIN_FOLD_IMAGES} per fold; use at most "
+                         f"{max(1, images // MIN_FOLD_IMAGES)} folds or more images"))
+    return problems
+
+
+def _distinct_configs(exp: Experiment) -> int:
+    """At most how many different configs the sweep tries: its trials, or fewer when the
+    space is discrete (a grid repeated num_samples times still has one config per point)."""
+    params = exp.model.params
+    try:
+        points = len(enumerate_space(params)) if is_conditional(params) else grid_points(params, True)
+    except ValueError:  # a continuous range: every trial may differ
+        return exp.planned_trials
+    return min(points, exp.planned_trials)
+
+
+def _grid_problems(params: dict[str, Param], path: str) -> list[tuple[str, str]]:
+    """Every hyperparameter the grid cannot enumerate, branches included."""
+    problems = []
+    for k, p in params.items():
+        try:
+            grid_values(p)
+        except ValueError as e:
+            problems.append((f"{path}.{k}", str(e)))
+        if isinstance(p, Choice) and p.conditional:
+            for value, branch in zip(p.values, p.branches):
+                problems += _grid_problems(branch, f"{path}.{k}={value}")
+    return problems
+
+
+def _point_problems(points: list[dict], params: dict[str, Param], searcher: str) -> list[tuple[str, str]]:
+    """initial_points must set every searched hyperparameter, each to a valid value."""
+    if points and searcher == "stepwise":
+        return [("search.initial_points", "stepwise walks its own order; drop initial_points")]
+    searched = {k for k, p in params.items() if not isinstance(p, Fixed)}
+    problems = []
+    for i, point in enumerate(points):
+        path = f"search.initial_points.{i}"
+        missing, extra = sorted(searched - set(point)), sorted(set(point) - searched)
+        if missing or extra:
+            problems.append((path, (f"missing {', '.join(missing)}" if missing else "") +
+                             ("; " if missing and extra else "") +
+                             (f"{', '.join(extra)} not searched by model.space" if extra else "")))
+        for k, v in point.items():
+            try:
+                check_value(k, v)
+            except ValueError as e:
+                problems.append((f"{path}.{k}", str(e)))
+    return problems
