@@ -59,7 +59,9 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
     from distune.sweep import corrupt_checkpoints
 
     storage = tmp_path / "store"
-    proc = start_run(mnist_path, storage, "sigint", 3, 10, "--set", "data.train_subset=3000")
+    # max_failures 0: the corrupt trial fails at once on resume, instead of three retries.
+    proc = start_run(mnist_path, storage, "sigint", 3, 10, "--set", "data.train_subset=3000",
+                     "--set", "run.max_failures=0")
     wait_for_lines(proc, lambda ls: any("epoch   1/10" in line for line in ls))
     show = distune("show", "sigint", "--storage", str(storage))  # works while it runs
     assert show.returncode == 0 and "3 trials" in show.stdout, show.stderr

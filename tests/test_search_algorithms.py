@@ -31,7 +31,7 @@ def test_real_sweep(searcher, scheduler, ray_local, mnist_path, tmp_path):
                "median": {"grace_period": 1, "min_samples_required": 2}}.get(scheduler, {})
     exp = experiment(mnist_path, tmp_path, model={"space": SPACE},
                      data={"train_subset": 800}, train={"epochs": 2},
-                     search={"searcher": searcher, "num_samples": 4},
+                     search={"searcher": searcher, "num_samples": 3},
                      schedule={"scheduler": scheduler, "options": options})
     s = run(exp, "t", say=lambda _: None)
     table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")

@@ -74,15 +74,23 @@ def test_reevaluation_overturns_a_lucky_first_place(ray_local, mnist_path, tmp_p
     assert len(list((d / "select").glob("*/progress.csv"))) == 6
 
 
-def _trial(trial_id, config, scores, status="TERMINATED", diverged=False):
-    """A stand-in for Ray's trial record: one checkpoint per epoch score."""
+CKPT = {"root": Path("/nonexistent")}
+
+
+def _trial(trial_id, config, scores, status="TERMINATED", diverged=False, saved=True):
+    """A stand-in for Ray's trial record: one checkpoint per epoch score, its model file
+    written under CKPT["root"] unless `saved` is False (a checkpoint whose model is gone)."""
+    root = CKPT["root"] / trial_id
     results = [SimpleNamespace(metrics={"val_accuracy": v, "training_iteration": i},
-                               checkpoint=SimpleNamespace(path=f"/ckpt/{trial_id}/{i}"))
+                               checkpoint=SimpleNamespace(path=f"/elsewhere/{trial_id}/ckpt_{i}"))
                for i, v in enumerate(scores, 1)]
+    for i in range(1, len(scores) + 1) if saved else ():
+        (root / f"ckpt_{i}").mkdir(parents=True)
+        (root / f"ckpt_{i}" / "model.keras").write_bytes(b"")
     manager = SimpleNamespace(best_checkpoint_results=results)
     return SimpleNamespace(trial_id=trial_id, config=config, status=status,
                            last_result={"diverged": diverged},
-                           storage=SimpleNamespace(trial_fs_path=f"/ckpt/{trial_id}"),
+                           storage=SimpleNamespace(trial_fs_path=str(root)),
                            run_metadata=SimpleNamespace(checkpoint_manager=manager))
 
 
@@ -90,13 +98,17 @@ def test_winner_is_the_best_mean_and_failed_seeds_rank_last(mnist_path, tmp_path
     """The ranking on constructed scores: distinct configs, mean across seeds, failures last."""
     from distune.winner import gather, top_configs
 
+    CKPT["root"] = tmp_path / "ckpt"
     a, b, c = ({"architecture": "mlp", "units": u} for u in (8, 16, 32))
     search = [_trial("s1", a, [0.90, 0.95]), _trial("s2", b, [0.93]), _trial("s3", a, [0.94]),
-              _trial("s4", c, [0.92]), _trial("s5", c, [math.nan])]
+              _trial("s4", c, [0.92]), _trial("s5", c, [math.nan]),
+              _trial("s6", {"architecture": "mlp", "units": 64}, [0.99], status="ERROR", saved=False)]
     exp = experiment(mnist_path, tmp_path, model={"space": {"units": {"choice": [8, 16, 32]}}},
                      search={"num_samples": 5}, select={"top_k": 3})
     top = top_configs(SimpleNamespace(trials=search), exp)
-    assert [w.trial_id for w in top] == ["s1", "s2", "s4"]  # a once, at its best epoch
+    # a once, at its best epoch; s6's checkpoint lost its model (a trial that failed on it)
+    assert [w.trial_id for w in top] == ["s1", "s2", "s4"]
+    assert top[0].checkpoint == tmp_path / "ckpt" / "s1" / "ckpt_2"  # the name, under the trial
     retrains = [_trial(f"r{i}", {"config": cfg, "seed": seed}, [score])
                 for i, (cfg, seed, score) in enumerate([
                     (a, 0, 0.91), (a, 1, 0.93), (b, 0, 0.92), (b, 1, 0.94), (c, 0, 0.99)])]

@@ -1,4 +1,4 @@
-"""The zygote that forks training processes (distune/zygote.py), without Ray: a stand-in
+"""The zygote that forks training processes (distune/trial/zygote.py), without Ray: a stand-in
 "raylet" process starts a stand-in "actor", exactly the parent/child shape Ray gives them."""
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(
         # Exact: the same weights' loss and accuracy, whichever way the process started.
         assert (first["loss"], first["val_accuracy"]) == (spawned["loss"], spawned["val_accuracy"])
         assert (second["loss"], second["val_accuracy"]) == (first["loss"], first["val_accuracy"])
-        home = zygote.private_dir(f"distune-zygote-{os.getuid()}-{raylet.pid}-{zygote._flavour()}")
+        home = zygote.home_of(raylet.pid)
         log = (home / "zygote.log").read_text()
         assert log.count("ready for raylet") == 1, log  # one import, two forks
         zygote_pid = int(log.split("zygote ")[1].split()[0])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from distune.results.records import TrialRecord
-from distune.results.values import config_key
+from distune.results.values import best_first, config_key
 
 FINISHED = ("ok", "regression")  # a night in one of these states is never rerun
 NOISE_K = 3.0       # a re-evaluation may fall this many standard deviations of earlier scores ...
@@ -148,7 +148,7 @@ def judge(config: dict, earlier: list[float], score: float | None, status: str, 
     check.threshold = max(NOISE_K * spread, NOISE_FLOOR)
     if score is None or not math.isfinite(score) or status not in JUDGED:
         return check  # cut short (scheduler, time budget, error): no evidence either way
-    drop = statistics.fmean(earlier) - score if mode == "max" else score - statistics.fmean(earlier)
+    drop = best_first(score, mode) - best_first(statistics.fmean(earlier), mode)
     check.verdict = "regression" if drop > check.threshold else "ok"
     return check
 

@@ -8,6 +8,7 @@ _NAMES = {
     "QUIET_ENV": "environment",
     "checkpoint_path": "storage",
     "fetch": "storage",
+    "in_mirror": "storage",
     "is_uri": "storage",
     "join": "storage",
     "local_copy": "storage",

@@ -133,6 +133,11 @@ def checkpoint_path(trial, checkpoint) -> Path:
     return Path(trial.storage.trial_fs_path) / PurePosixPath(checkpoint.path).name
 
 
+def in_mirror(path: Path) -> bool:
+    """Is `path` inside a local mirror of a URI experiment (its files downloaded on use)?"""
+    return _mirror_of(Path(path)) is not None
+
+
 def local_copy(path: Path) -> Path:
     """`path` itself, its files first downloaded if it is in a mirror (a checkpoint, say)."""
     path = Path(path)

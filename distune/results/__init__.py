@@ -34,6 +34,7 @@ _NAMES = {
     "from_analysis": "records",
     "from_table": "records",
     "open_analysis": "table",
+    "plain": "values",
     "plain_config": "values",
     "sort_best_first": "records",
     "to_table": "records",

@@ -16,6 +16,7 @@ from ray.tune.search import Searcher
 
 from distune.space.params import Param, grid_values
 from distune.search.wrapped import PickledState
+from distune.results.values import better
 
 
 def stages(params: dict[str, Param], order: list[str] | None) -> tuple[list[tuple[str, list]], dict]:
@@ -54,9 +55,6 @@ class StepwiseSearch(PickledState, Searcher):
     def total_trials(self) -> int:
         return sum(len(values) for _, values in self.stages) - max(0, len(self.stages) - 1)
 
-    def _better(self, a: float, b: float) -> bool:
-        return a > b if self._mode == "max" else a < b
-
     def suggest(self, trial_id: str):
         while self.stage < len(self.stages):
             name, values = self.stages[self.stage]
@@ -78,7 +76,7 @@ class StepwiseSearch(PickledState, Searcher):
         if done:
             value, score = done[0]
             for v, s in done[1:]:
-                if self._better(s, score):
+                if better(s, score, self._mode):
                     value, score = v, s
             self.best[name], self.best_score = value, score
         self.stage, self.index = self.stage + 1, 0
@@ -87,7 +85,7 @@ class StepwiseSearch(PickledState, Searcher):
         value = result.get(self._metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             old = self.seen.get(trial_id)
-            self.seen[trial_id] = value if old is None or self._better(value, old) else old
+            self.seen[trial_id] = value if old is None or better(value, old, self._mode) else old
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         if result:

@@ -17,6 +17,7 @@ from ray.tune.search import Searcher
 
 from distune.space.params import Choice, Fixed, Grid, IntRange, Param, Uniform, enumerate_space, sample
 from distune.search.wrapped import Delegating, PickledState
+from distune.results.values import plain
 
 BRANCH_VALUE = "__value__"
 
@@ -63,7 +64,7 @@ def flatten(config: dict[str, Any]) -> dict[str, Any]:
             out[key] = value[BRANCH_VALUE]
             out.update(flatten({k: v for k, v in value.items() if k != BRANCH_VALUE}))
         else:
-            out[key] = value.item() if hasattr(value, "item") else value
+            out[key] = plain(value)
     return out
 
 

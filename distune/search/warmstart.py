@@ -15,6 +15,8 @@ from typing import Any
 from distune.errors import DistuneError
 from distune.search.wrapped import Delegating
 from distune.space.params import Choice, Fixed, Grid, IntRange, Param, Uniform
+from distune.results.records import from_analysis
+from distune.results.table import open_analysis
 
 
 
@@ -34,20 +36,15 @@ def fits(params: dict[str, Param], config: dict[str, Any]) -> bool:
 
 def prior_results(directory: Path, params: dict[str, Param], metric: str, mode: str) -> list[tuple[dict, float]]:
     """(searched part of the config, best metric) of every scored trial of an experiment."""
-    from distune.results.table import open_analysis, trials_table
-
     if not directory.is_dir():
         raise DistuneError(f"search.warm_start: no experiment at {directory}. Name an earlier "
                            "experiment in the same storage (see its directory name).")
-    table = trials_table(open_analysis(directory), metric, mode, default_epochs=1)
     searched = [k for k, p in params.items() if not isinstance(p, Fixed)]
     out = []
-    for _, row in table.iterrows():
-        score = row[f"best_{metric}"]
-        config = {k: row.get(f"config/{k}") for k in searched}
-        config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}
-        if isinstance(score, float) and math.isfinite(score) and fits(params, config):
-            out.append((config, float(score)))
+    for trial in from_analysis(open_analysis(directory), metric, mode, default_epochs=1):
+        config = {k: trial.config.get(k) for k in searched}
+        if math.isfinite(trial.score) and fits(params, config):
+            out.append((config, trial.score))
     return out
 
 

@@ -10,6 +10,7 @@ from ray.tune import Callback
 
 from distune.results.records import trial_status
 from distune.trial.training import trial_hyperparams
+from distune.results.values import better
 
 
 class ProgressLines(Callback):
@@ -28,9 +29,6 @@ class ProgressLines(Callback):
         """The trial's epochs (a select-stage retrain's config nests its hyperparameters)."""
         return trial_hyperparams(trial.config).get("epochs") or self.epochs
 
-    def _better(self, a: float, b: float) -> bool:
-        return a > b if self.mode == "max" else a < b
-
     def _line(self, text: str) -> None:
         self.say(f"[{time.monotonic() - self.start:6.0f}s] {text}")
 
@@ -38,9 +36,9 @@ class ProgressLines(Callback):
         value = result.get(self.metric, math.nan)
         tid = trial.trial_id
         if isinstance(value, (int, float)) and math.isfinite(value):
-            if tid not in self.best_by_trial or self._better(value, self.best_by_trial[tid]):
+            if tid not in self.best_by_trial or better(value, self.best_by_trial[tid], self.mode):
                 self.best_by_trial[tid] = value
-            if self.best is None or self._better(value, self.best[0]):
+            if self.best is None or better(value, self.best[0], self.mode):
                 self.best = (value, tid)
         target = self._target(trial)
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)

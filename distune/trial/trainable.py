@@ -12,6 +12,7 @@ from distune.config.schema import Experiment
 from distune.space.hyperparams import Hyperparams
 from distune.trial.training import trial_hyperparams, trial_seed
 from distune.trial.worker import TrainingProcess
+from distune.results.values import plain
 
 
 class MnistTrainable(tune.Trainable):
@@ -26,7 +27,7 @@ class MnistTrainable(tune.Trainable):
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:
-        config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy
+        config = {k: plain(v) for k, v in config.items()}  # numpy scalars from some searchers
         exp = self.experiment
         self.process.start(Hyperparams.model_validate(trial_hyperparams(config)), exp.train,
                            trial_seed(exp.run.seed, config), exp.search.cv_folds, exp.run.seed)

@@ -65,13 +65,18 @@ def private_dir(name: str) -> Path:
     return path
 
 
+def home_of(raylet: int) -> Path:
+    """The zygote's private directory for this user, raylet and code (refused if unsafe)."""
+    return private_dir(f"distune-zygote-{os.getuid()}-{raylet}-{_flavour()}")
+
+
 def fork_child(data_dir: str, threads: int) -> tuple[Connection, int]:
     """A training process forked by this node's zygote (started if need be): its connection
     and pid. Raises Unavailable when there is none to be had."""
     if sys.platform != "linux" or not hasattr(socket, "send_fds"):
         raise Unavailable("needs Linux")
     raylet = os.getppid()  # a Ray worker's parent: one raylet per node and session
-    home = private_dir(f"distune-zygote-{os.getuid()}-{raylet}-{_flavour()}")
+    home = home_of(raylet)
     ours, theirs = socket.socketpair()
     try:
         request = json.dumps({"data_dir": data_dir, "threads": threads, "parent": os.getpid(),

@@ -14,7 +14,7 @@ from distune.config.schema import Experiment
 from distune.trial.data import Splits
 from distune.errors import DistuneError
 from distune.space.hyperparams import Hyperparams
-from distune.ops.storage import checkpoint_path, local_copy
+from distune.ops.storage import checkpoint_path, in_mirror, local_copy
 from distune.results.layout import CHECKPOINT_MODEL_FILE
 from distune.results.records import TrialRecord, sort_best_first, trial_status
 from distune.results.values import better, plain_config
@@ -41,7 +41,7 @@ def ranked(trials, metric: str, mode: str) -> list[TrialRecord]:
         best = None
         for result in trial.run_metadata.checkpoint_manager.best_checkpoint_results:
             value = result.metrics.get(metric)
-            if value is None or not math.isfinite(value):
+            if value is None or not math.isfinite(value) or not _has_model(trial, result):
                 continue
             if best is None or better(value, best[0], mode):
                 best = (value, result)
@@ -54,6 +54,13 @@ def ranked(trials, metric: str, mode: str) -> list[TrialRecord]:
                 int(result.metrics.get("training_iteration", 0)),
                 int(last.get("training_iteration", 0)), checkpoint_path(trial, result.checkpoint)))
     return sort_best_first(found, mode)
+
+
+def _has_model(trial, result) -> bool:
+    """A checkpoint whose model is still on disk (a trial that failed on a corrupt checkpoint
+    can leave one behind without it); in a URI's mirror, files arrive when used."""
+    path = checkpoint_path(trial, result.checkpoint)
+    return in_mirror(path) or (path / CHECKPOINT_MODEL_FILE).is_file()
 
 
 def evaluate_checkpoint(winner: TrialRecord, splits: Splits) -> tuple[float, float, Path]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How long a trial slot takes to start: from Tuner.fit() to each trial's first epoch, over
 several small sweeps on one Ray, with the training process forked by the node's zygote
-(distune/zygote.py) and spawned as before (DISTUNE_ZYGOTE=0). The first sweep on a fresh Ray
+(distune/trial/zygote.py) and spawned as before (DISTUNE_ZYGOTE=0). The first sweep on a fresh Ray
 pays TensorFlow's import either way; later sweeps (the select stage, nightly, a test suite)
 show the difference.
 
