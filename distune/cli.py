@@ -89,6 +89,8 @@ def _sweep_commands(sub, common) -> None:
     job.add_argument("--no-wait", action="store_true", help="print the job id and return")
     job.add_argument("--overwrite", action="store_true", help="as for run")
     job.add_argument("--refit", action="store_true", help="as for run")
+    job.add_argument("--insecure-http-token", action="store_true", help="send the token over plain "
+                     "http to another machine (refused by default: use a tunnel or https)")
 
 
 def _reading_commands(sub, common) -> None:
@@ -127,7 +129,8 @@ def cmd_submit(args) -> int:
 
     flags = {k: getattr(args, k) for k in FLAG_FIELDS if k != "address"}
     return submit_sweep(args.config, args.overrides, flags, address=args.address,
-                        wait=not args.no_wait, overwrite=args.overwrite, refit=args.refit)
+                        wait=not args.no_wait, overwrite=args.overwrite, refit=args.refit,
+                        insecure_http_token=args.insecure_http_token)
 
 
 def cmd_resume(args) -> int:

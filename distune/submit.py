@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import ipaddress
 import logging
 import os
 import socket
@@ -53,6 +54,29 @@ def check_address(address: str | None) -> str:
                            "http(s)://HOST:8265 (ray://HOST:10001 and 'auto' are addresses for "
                            f"`distune run --address`, on the cluster itself). {TUNNEL_HINT}.")
     return address.rstrip("/")
+
+
+def check_transport(address: str, headers: dict[str, str], insecure: bool = False) -> None:
+    """A bearer token never travels over plain http beyond this machine: whoever reads it can
+    run code on the cluster. Refused before anything is sent, unless the user says so."""
+    url = urlparse(address)
+    if not headers or url.scheme != "http" or _loopback(url.hostname or "") or insecure:
+        return
+    raise DistuneError(f"--address {address}: plain http to another machine would send the "
+                       "cluster's token in the clear, and anyone who reads it can run code "
+                       "there. Reach the head through a tunnel to 127.0.0.1 (`ray dashboard "
+                       "cluster/aws.yaml`, an SSH -L tunnel, or `kubectl port-forward`), or use "
+                       "https. Only on a network you trust end to end, pass "
+                       "--insecure-http-token to send it anyway.")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def auth_headers() -> dict[str, str]:
@@ -171,14 +195,15 @@ def job_request(exp: Experiment, stem: str, workdir: Path, *, overwrite: bool,
 
 def submit_sweep(config: str | None, overrides: list[str], flags: dict[str, Any], *,
                  address: str | None, wait: bool = True, overwrite: bool = False,
-                 refit: bool = False, client_factory: Callable | None = None,
-                 out: TextIO | None = None) -> int:
+                 refit: bool = False, insecure_http_token: bool = False,
+                 client_factory: Callable | None = None, out: TextIO | None = None) -> int:
     """Validate, submit, and (unless `wait` is false) follow the job to its end.
     Returns the exit status: the job driver's own (0, 1, 2 ...) once it has ended."""
     out = out or sys.stdout
     exp, stem = load_experiment(config, overrides, flags)
     address = check_address(address)
     headers = auth_headers()
+    check_transport(address, headers, insecure_http_token)
     client = (client_factory or connect)(address, headers)
     with tempfile.TemporaryDirectory(prefix="distune-job-") as tmp:
         name, request = job_request(exp, stem, Path(tmp), overwrite=overwrite, refit=refit)

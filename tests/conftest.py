@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distune.ops import QUIET_ENV
+from distune.ops import QUIET_ENV, local_ray_environment
 
 REPO = Path(__file__).resolve().parents[1]
 for key, value in QUIET_ENV.items():
@@ -40,9 +40,10 @@ def small_splits(mnist_path):
 def ray_local():
     """One local Ray for every in-process sweep; the CLI tests start their own. Always a new
     one: never join a cluster some other test (or program) left running on this machine."""
-    import ray
-
     from distune.trial import configure_tensorflow
+
+    local_ray_environment()  # loopback only, token required, as distune starts its own
+    import ray
 
     configure_tensorflow()  # quiet TF in this process before any test imports it
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,

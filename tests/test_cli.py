@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -17,15 +19,62 @@ def distune(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
                           cwd=REPO, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def sockets_while_running(proc: subprocess.Popen, every_s: float = 0.3):
+    """(process name, address) of every listening TCP socket of `proc` and its descendants,
+    sampled until it exits (what another machine could connect to), and how the GCS answered
+    a request without a token (the gRPC status of each GCS port, asked once)."""
+    import psutil
+
+    seen: set[tuple[str, str]] = set()
+    gcs: dict[int, str] = {}
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            family = {p.pid: p for p in [root, *root.children(recursive=True)]}
+            for c in psutil.net_connections(kind="tcp"):
+                if c.status == psutil.CONN_LISTEN and c.pid in family:
+                    name = family[c.pid].name()
+                    seen.add((name, c.laddr.ip))
+                    if name == "gcs_server" and c.laddr.port not in gcs:
+                        gcs[c.laddr.port] = _ask_without_token(c.laddr.port)
+        except psutil.Error:
+            pass  # a process ended between listing and asking
+        time.sleep(every_s)
+    return seen, gcs
+
+
+def _ask_without_token(port: int) -> str:
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=5)
+            return "OK"
+        except grpc.RpcError as e:
+            return e.code().name
+
+
 @pytest.mark.slow
 def test_run_then_show(mnist_path, tmp_path):
     """`distune run` of the default preset, as scripts/bench/default_preset.py --quick runs it
-    (so this also keeps that script working), then `distune show` of its results."""
+    (so this also keeps that script working), then `distune show` of its results. While it
+    runs, no process of its Ray listens beyond loopback, and its GCS refuses a request without
+    the token (ShadowRay, CVE-2023-48022)."""
     storage = str(tmp_path / "store")
-    r = subprocess.run([sys.executable, "scripts/bench/default_preset.py", "--quick", "--data",
-                        str(mnist_path), "--storage", storage], capture_output=True, text=True,
-                       cwd=REPO, timeout=300)
+    proc = subprocess.Popen([sys.executable, "scripts/bench/default_preset.py", "--quick", "--data",
+                             str(mnist_path), "--storage", storage], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    listening, gcs = sockets_while_running(proc)  # the local Ray's servers, from the OS
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, *proc.communicate(timeout=300))
     assert r.returncode == 0, r.stdout + r.stderr
+    servers = {name for name, _ in listening}
+    assert {"gcs_server", "raylet"} <= servers, f"no Ray server seen listening: {listening}"
+    exposed = {(name, ip) for name, ip in listening if not ipaddress.ip_address(ip).is_loopback
+               and not (ip.startswith("::ffff:") and ipaddress.ip_address(ip[7:]).is_loopback)}
+    assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
+    assert "UNAUTHENTICATED" in gcs.values() and "OK" not in gcs.values(), gcs  # token required
     assert "test accuracy: 0." in r.stdout and "Traceback" not in r.stdout + r.stderr
     assert "epoch   1/1" in r.stdout
     last = r.stdout.strip().splitlines()[-1]

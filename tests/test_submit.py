@@ -159,6 +159,28 @@ def test_a_lost_log_stream_says_how_to_follow_again():
     assert f"ray job logs --follow raysubmit_fake --address {URL}" in out
 
 
+@pytest.mark.parametrize("address,refused", [
+    ("http://10.0.0.7:8265", True), ("http://head.example.com:8265", True),
+    ("https://head.example.com:8265", False), ("http://127.0.0.1:8265", False),
+    ("http://localhost:8265", False), ("http://[::1]:8265", False)])
+def test_a_token_never_goes_over_plain_http_to_another_machine(address, refused, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
+    sent = []
+    factory = lambda address, headers: sent.append(headers) or FakeClient()  # noqa: E731
+    run = lambda **kw: submit_sweep("mnist-mlp", [], {"samples": 2}, address=address,  # noqa: E731
+                                    wait=False, client_factory=factory, out=io.StringIO(), **kw)
+    if not refused:
+        assert run() == 0 and sent == [{"Authorization": "Bearer secret"}]
+        return
+    with pytest.raises(DistuneError, match="in the clear.*--insecure-http-token"):
+        run()
+    assert sent == []  # refused before any connection: nothing was sent
+    assert run(insecure_http_token=True) == 0 and len(sent) == 1  # the user said so
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    sent.clear()
+    assert run() == 0 and sent == [{}]  # no token, nothing to leak
+
+
 def test_token_comes_from_env_then_token_file(monkeypatch, tmp_path):
     assert auth_headers() == {}
     token_file = tmp_path / "home" / ".ray" / "auth_token"

@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO
-from distune.trial import zygote
+from distune.errors import DistuneError
+from distune.ops.private import NotPrivate, private_dir
+from distune.trial import share_arrays, zygote
 
 # The "actor": asks for a forked training process, trains one epoch in it, prints what it saw,
 # then waits for a line on stdin (or, given "busy", queues 50 more epochs and waits to be
@@ -113,15 +116,30 @@ def test_a_directory_others_can_enter_is_not_trusted(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     (tmp_path / "shared").mkdir(mode=0o777)
     os.chmod(tmp_path / "shared", 0o777)
-    with pytest.raises(zygote.Unavailable, match="not a private directory"):
-        zygote.private_dir("shared")
+    with pytest.raises(NotPrivate, match="not a private directory"):
+        private_dir("shared")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(zygote.Unavailable, match="not a private directory"):
-        zygote.private_dir("link")
-    made = zygote.private_dir("mine")
+    with pytest.raises(NotPrivate, match="not a private directory"):
+        private_dir("link")
+    made = private_dir("mine")
     assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
-    assert zygote.private_dir("mine") == made  # its own, made earlier: trusted
+    assert private_dir("mine") == made  # its own, made earlier: trusted
+    os.chown(tmp_path / "elsewhere", 12345, 12345)  # as root here: another user's directory
+    os.chmod(tmp_path / "elsewhere", 0o700)
+    (tmp_path / "elsewhere").rename(tmp_path / "theirs")
+    with pytest.raises(NotPrivate):
+        private_dir("theirs")
+    # Both users of it: a zygote falls back to spawning, the data cache refuses and says why.
+    monkeypatch.setattr(zygote, "_flavour", lambda: "x")
+    os.mkdir(tmp_path / f"distune-zygote-{os.getuid()}-1-x", 0o777)
+    os.chmod(tmp_path / f"distune-zygote-{os.getuid()}-1-x", 0o777)
+    with pytest.raises(zygote.Unavailable, match="not a private directory"):
+        zygote.home_of(1)
+    os.mkdir(tmp_path / f"distune-data-{os.getuid()}", 0o777)
+    os.chmod(tmp_path / f"distune-data-{os.getuid()}", 0o777)
+    with pytest.raises(DistuneError, match="TMPDIR"):
+        share_arrays({"x": np.zeros(3)})
 
 
 def test_the_spawn_fallback_says_why(monkeypatch):

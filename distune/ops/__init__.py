@@ -5,6 +5,7 @@ from distune._lazy import exports
 
 _NAMES = {
     "Locked": "lock",
+    "NotPrivate": "private",
     "QUIET_ENV": "environment",
     "checkpoint_path": "storage",
     "fetch": "storage",
@@ -12,10 +13,13 @@ _NAMES = {
     "is_uri": "storage",
     "join": "storage",
     "local_copy": "storage",
+    "local_ray_environment": "environment",
     "mirror": "storage",
     "pid_alive": "lock",
     "prepare_remote": "storage",
+    "private_dir": "private",
     "probe": "storage",
+    "protect_token": "environment",
     "publish": "storage",
     "quiet_environment": "environment",
     "refresh": "storage",

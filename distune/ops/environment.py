@@ -1,10 +1,14 @@
-"""The quiet environment distune's processes and Ray workers share: set before TensorFlow or Ray
-is imported, handed to workers through Ray's runtime_env."""
+"""The environment distune's processes and Ray workers share: quiet (set before TensorFlow or
+Ray is imported, handed to workers through Ray's runtime_env), and, for the private local Ray
+distune starts, locked down to this machine and this user."""
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
+import sys
+from pathlib import Path
 
 # Quiet by default: TensorFlow's C++ logs, Ray's migration notes and snapshot warnings.
 QUIET_ENV = {
@@ -28,3 +32,31 @@ def quiet_environment(verbose: bool) -> None:
         import warnings
 
         warnings.filterwarnings("ignore")
+
+
+# Whoever reaches a Ray's GCS, dashboard or Jobs API can run code there (CVE-2023-48022). For
+# the private local Ray, Ray binds every server to its node IP, which this makes 127.0.0.1 (the
+# switch Ray itself uses on macOS and Windows). Token authentication is Ray's own default for a
+# local ray.init() since 2.60 (with RAY_AUTH_MODE unset): setting RAY_AUTH_MODE here instead
+# would reach the servers but not a driver that imported Ray before, which then cannot connect.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def local_ray_environment() -> None:
+    """Before a private local Ray starts in this process: every server on loopback only."""
+    os.environ.update(LOCAL_RAY_ENV)
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # Ray read the switch when it was imported: set what it read
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def protect_token() -> None:
+    """Ray writes ~/.ray/auth_token readable by everyone (0644): make it this user's alone."""
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    file = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
+    try:
+        st = file.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            file.chmod(stat.S_IMODE(st.st_mode) & 0o700)
+    except OSError:
+        pass  # no token file (RAY_AUTH_TOKEN in the environment), or not ours to change

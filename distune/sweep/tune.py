@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from distune.config.schema import Experiment, trial_space
 from distune.errors import DistuneError, Interrupted
-from distune.ops.environment import QUIET_ENV
+from distune.ops.environment import QUIET_ENV, local_ray_environment, protect_token
 from distune.ops.storage import refresh, resume_command, root_of, sibling, where
 from distune.results.table import open_analysis
 from distune.search.registry import Context
@@ -23,18 +23,23 @@ from distune.trial.training import warm_up_tensorflow
 
 def start_ray(exp: Experiment, verbose: bool) -> bool:
     """Connect to `run.address` (else $RAY_ADDRESS, which Ray's Jobs API sets for a job's
-    driver), or start a private local Ray without a dashboard: never silently join a cluster
-    that someone started with `ray start` on this machine. Returns whether we started it (and
+    driver), or start a private local Ray without a dashboard, listening on loopback only and
+    asking for this user's token: never silently join a cluster that someone started with
+    `ray start` on this machine. Returns whether we started it (and
     so should shut it down)."""
+    address = exp.run.address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        local_ray_environment()
     import ray
 
     if ray.is_initialized():
         return False
     env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
-    address = exp.run.address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.CRITICAL,
              runtime_env={"env_vars": env} if env else None)
+    if address == "local":
+        protect_token()
     if not verbose:  # ray.init configures Ray's loggers; quiet Tune's after it
         logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     return True

@@ -23,21 +23,29 @@ from typing import Any
 
 import numpy as np
 
+from distune.errors import DistuneError
+from distune.ops.private import NotPrivate, private_dir
 from distune.trial.child import serve_spawned
 
 RECYCLE_AFTER = 10  # trials per child process: ~45 MB of TF residue at most
 
 
 def share_arrays(data: dict[str, np.ndarray]) -> Path:
-    """The trial data as .npy files in the node's temp dir, written once per node and content,
-    so every child process of every actor maps the same pages instead of holding a copy."""
+    """The trial data as .npy files in this user's private temp dir, written once per node and
+    content, so every child process of every actor maps the same pages instead of holding a
+    copy. Nobody else can place files there (distune.ops.private)."""
     digest = hashlib.blake2b(digest_size=12)
     for key in sorted(data):
         digest.update(f"{key}{data[key].dtype}{data[key].shape}".encode())
         digest.update(memoryview(np.ascontiguousarray(data[key])).cast("B"))
-    directory = Path(tempfile.gettempdir()) / f"distune-data-{digest.hexdigest()}"
+    try:
+        root = private_dir(f"distune-data-{os.getuid()}")
+    except NotPrivate as e:
+        raise DistuneError(f"{e}: the trial data are not written there. Remove it, or set "
+                           "TMPDIR to a directory of your own.") from None
+    directory = root / digest.hexdigest()
     if not directory.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+        staging = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=root))
         for key, array in data.items():
             np.save(staging / f"{key}.npy", array)
         try:

@@ -23,16 +23,15 @@ import os
 import select
 import signal
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from distune.ops.lock import pid_alive
+from distune.ops.private import NotPrivate, private_dir
 
 START_TIMEOUT_S = 60.0  # the zygote binds its socket before importing TensorFlow
 SOCKET = "zygote.sock"
@@ -52,22 +51,12 @@ def _flavour() -> str:
     return hashlib.blake2b(repr(key).encode(), digest_size=6).hexdigest()
 
 
-def private_dir(name: str) -> Path:
-    """A directory under the temp dir that only this user can use: made here with mode 0700,
-    or, if it exists, trusted only when it is a real directory this user owns and nobody else
-    can enter."""
-    path = Path(tempfile.gettempdir()) / name
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise Unavailable(f"{path} is not a private directory of this user")
-    return path
-
-
 def home_of(raylet: int) -> Path:
     """The zygote's private directory for this user, raylet and code (refused if unsafe)."""
-    return private_dir(f"distune-zygote-{os.getuid()}-{raylet}-{_flavour()}")
+    try:
+        return private_dir(f"distune-zygote-{os.getuid()}-{raylet}-{_flavour()}")
+    except NotPrivate as e:
+        raise Unavailable(str(e)) from None
 
 
 def fork_child(data_dir: str, threads: int) -> tuple[Connection, int]:

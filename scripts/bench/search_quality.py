@@ -52,10 +52,11 @@ def main() -> int:
     import ray
 
     from distune.config import validate
-    from distune.ops import QUIET_ENV, quiet_environment
+    from distune.ops import QUIET_ENV, local_ray_environment, quiet_environment
     from distune import run
 
     quiet_environment(verbose=False)
+    local_ray_environment()  # loopback only, token required: as distune run starts it
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
              runtime_env={"env_vars": dict(QUIET_ENV)})
     rows = []

@@ -29,11 +29,11 @@ def sweeps(data: str, count: int) -> list[dict]:
     from ray import tune
 
     from distune.config import validate
-    from distune.ops import QUIET_ENV, quiet_environment
-    from distune.sweep import load_data, prepare_directory
-    from distune.sweep import build_tuner
+    from distune.ops import QUIET_ENV, local_ray_environment, quiet_environment
+    from distune.sweep import build_tuner, load_data, prepare_directory
 
     quiet_environment(verbose=False)
+    local_ray_environment()  # loopback only, token required: as distune run starts it
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ}})
     firsts: dict[str, float] = {}
