@@ -93,3 +93,20 @@ def reported_sweep(ray_local, mnist_path, tmp_path_factory):
     summary = run(exp, "t", say=lines.append)
     return summary, lines, uri
 
+
+
+def interrupt_once(marker: Path):
+    """What Ctrl-C does to a sweep, sent from inside it once the first epoch is reported. Tune
+    pickles its callbacks with the sweep's state, so `marker` (a file, not object state) says
+    it was sent: not again on resume."""
+    import signal
+
+    from ray import tune
+
+    class InterruptOnce(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own "save and stop" signal
+
+    return InterruptOnce()

@@ -137,3 +137,5 @@ def test_validate_and_presets(mnist_path):
     assert r.returncode == 0 and r.stdout.startswith("OK: 12 trials, searcher random")
     p = distune("presets")
     assert p.returncode == 0 and "mnist-mlp" in p.stdout
+    s = distune("searchers")  # every searcher with its options: gp too, in the plain install
+    assert s.returncode == 0 and all(k in s.stdout for k in ("gp", "acq", "kernel", "n_initial_points"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from distune.ops import lock
+from conftest import interrupt_once
 from distune.cli import main
 from distune.nightly import NOISE_FLOOR, History, Night, judge
 from distune.results import TrialRecord
@@ -75,20 +75,6 @@ class Inbox(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def interrupt_once(marker: Path):
-    """A Tune callback that stops the sweep after its first result, as Ctrl-C would. The marker
-    file (not object state, which Tune pickles and restores on resume) makes it fire once."""
-    from ray import tune
-
-    class InterruptOnce(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if not marker.exists():
-                marker.touch()
-                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own "save and stop" signal
-
-    return InterruptOnce()
 
 
 @pytest.mark.slow

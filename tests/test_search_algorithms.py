@@ -167,7 +167,7 @@ def test_warm_start_feeds_the_searcher(searcher):
 
 
 def test_warm_start_needs_a_learning_searcher():
-    with pytest.raises(ConfigError, match="search.warm_start: needs searcher hyperopt or optuna"):
+    with pytest.raises(ConfigError, match="search.warm_start: needs searcher gp or hyperopt or optuna"):
         validate({"search": {"searcher": "random", "warm_start": "yesterday"}})
 
 

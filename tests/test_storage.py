@@ -10,13 +10,12 @@ import os
 import re
 import shlex
 import shutil
-import signal
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from conftest import experiment
+from conftest import experiment, interrupt_once
 from distune.ops import storage
 from distune.errors import DistuneError
 
@@ -129,21 +128,6 @@ def test_other_filesystems_get_whole_files_by_rename(tmp_path):
     assert [p.name for p in (tmp_path / "store" / "exp").rglob("*")] == ["report", "history.png"]
 
 
-def interrupt_after_first_epoch(marker: Path):
-    """What Ctrl-C does to a sweep, sent from inside it once the first epoch is reported. Tune
-    pickles its callbacks with the sweep's state, so `marker` says it was sent: not again on
-    resume."""
-    from ray import tune
-
-    class Interrupt(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if not marker.exists():
-                marker.touch()
-                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's handler: save the state, stop
-
-    return Interrupt()
-
-
 @pytest.mark.slow
 def test_sweep_on_s3_resumes_from_the_bucket_and_shows(ray_local, mnist_path, tmp_path, s3,
                                                        monkeypatch, capsys):
@@ -156,7 +140,7 @@ def test_sweep_on_s3_resumes_from_the_bucket_and_shows(ray_local, mnist_path, tm
     root = uri(s3, "results")
     exp = experiment(mnist_path, tmp_path, run={"storage": root, "name": "sweep", "report": True})
     monkeypatch.setattr(pipeline, "build_tuner", partial(pipeline.build_tuner,
-                                                       callbacks=[interrupt_after_first_epoch(tmp_path / "sent")]))
+                                                       callbacks=[interrupt_once(tmp_path / "sent")]))
     with pytest.raises(Interrupted, match=re.escape(f"distune resume sweep --storage {shlex.quote(root)}")):
         run(exp, "t")
     monkeypatch.undo()

@@ -43,6 +43,7 @@ def test_samples_hold_only_the_branches_taken():
     assert {c["optimizer"] for c in configs} == {"adam", "sgd"}
 
 
+@pytest.mark.slow  # 8 models trained: the full suite's
 def test_every_branch_builds_and_trains(small_splits):
     exp = validate({"search": {"searcher": "grid", "num_samples": 1}, "model": {"space": ENUMERABLE}})
     configs = enumerate_space(exp.model.params)

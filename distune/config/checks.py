@@ -54,6 +54,8 @@ def semantic_problems(exp: Experiment) -> Problems:
     searcher = exp.search.searcher
     if searcher == "stepwise" and complete and not problems:
         problems += _stepwise_problems(exp, params)
+    if searcher == "gp" and complete and not problems and not is_conditional(params):
+        problems += _gp_problems(params)
     problems += _tree_problems(exp, params)
     problems += _point_problems(exp.search.initial_points, params, searcher)
     if exp.schedule.scheduler == "pbt" and not problems:
@@ -132,6 +134,16 @@ def _stepwise_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
     return []
 
 
+def _gp_problems(params: dict[str, Param]) -> Problems:
+    from distune.search.gp import dimensions  # Ray's Searcher class
+
+    try:
+        dimensions(params)
+    except ValueError as e:
+        return [("model.space", str(e))]
+    return []
+
+
 def _tree_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
     """What a tree-structured space rules out; warm starts need a flat one too."""
     searcher, problems = exp.search.searcher, []
@@ -146,8 +158,9 @@ def _tree_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
             problems.append(("schedule.scheduler", "pbt cannot mutate a tree-structured space"))
     if exp.search.warm_start is not None and (not SEARCHERS[searcher].can("warm_start")
                                               or is_conditional(params)):
-        problems.append(("search.warm_start", "needs searcher hyperopt or optuna over a flat "
-                         "space (random, grid and stepwise do not learn from past trials)"))
+        problems.append(("search.warm_start", f"needs searcher "
+                         f"{' or '.join(SEARCHERS.able('warm_start'))} over a flat space "
+                         "(random, grid and stepwise do not learn from past trials)"))
     return problems
 
 

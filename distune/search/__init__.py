@@ -10,6 +10,7 @@ _NAMES = {
     "SEARCHERS": "searchers",
     "StepwiseSearch": "stepwise",
     "WarmStarted": "warmstart",
+    "dimensions": "gp",
     "fits": "warmstart",
     "prior_results": "warmstart",
     "stages": "stepwise",

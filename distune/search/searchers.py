@@ -97,6 +97,25 @@ def _optuna(opts: OptunaOptions, ctx: Context):
     return OptunaSearch(sampler=samplers[opts.sampler](), points_to_evaluate=ctx.points or None)
 
 
+class GPOptions(Options):
+    acq: Literal["ei", "pi", "ucb"] = Field("ei", description="acquisition: expected "
+                                            "improvement, probability of improvement, or upper "
+                                            "confidence bound")
+    xi: float = Field(0.01, ge=0, description="exploration of ei/pi: the improvement that counts")
+    kappa: float = Field(1.96, ge=0, description="exploration of ucb: standard deviations added")
+    n_initial_points: int = Field(5, ge=1, description="random trials before the GP takes over")
+    kernel: Literal["matern52", "matern32", "rbf"] = Field("matern52", description="GP kernel "
+                                                           "(Matern 5/2, Matern 3/2, or RBF)")
+
+
+@SEARCHERS.add("gp", "Gaussian process + expected improvement (scikit-optimize, no PyTorch): "
+               "Bayesian optimisation over a flat space", GPOptions, can=("warm_start",))
+def _gp(opts: GPOptions, ctx: Context):
+    from distune.search.gp import GPSearch
+
+    return GPSearch(ctx.params, opts, ctx.seed, ctx.points)
+
+
 class BOHBOptions(Options):
     pass
 
