@@ -62,6 +62,38 @@ def test_diverging_trial_is_marked_and_the_sweep_goes_on(ray_local, mnist_path, 
     assert s.best_config["learning_rate"] == 0.01
 
 
+@pytest.mark.parametrize("searcher", ["random", "hyperopt"])
+def test_max_concurrent_trials_holds_for_every_searcher(searcher, ray_local, mnist_path, tmp_path,
+                                                        monkeypatch):
+    """Ray applies max_concurrent_trials itself except to its BasicVariantGenerator (random,
+    grid), which must be given it: with a limit of 1, two trials once trained at once."""
+    from ray import tune
+
+    from distune import pipeline
+
+    class Concurrency(tune.Callback):
+        running: set = set()
+        most = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            Concurrency.running.add(trial.trial_id)
+            Concurrency.most = max(Concurrency.most, len(Concurrency.running))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            Concurrency.running.discard(trial.trial_id)
+
+        on_trial_error = on_trial_complete
+
+    build = pipeline.build_tuner
+    monkeypatch.setattr(pipeline, "build_tuner", lambda *a, **k: build(
+        *a, **{**k, "callbacks": [Concurrency()]}))
+    exp = experiment(mnist_path, tmp_path, search={"searcher": searcher, "num_samples": 3},
+                     model={"space": {"hidden_layers": 1, "units": {"choice": [8, 16, 32]}}},
+                     train={"epochs": 1}, resources={"max_concurrent_trials": 1})
+    assert run(exp, "t", say=lambda _: None).trials == 3
+    assert Concurrency.most == 1, f"{Concurrency.most} trials trained at once under a limit of 1"
+
+
 def test_stop_target_ends_the_sweep(ray_local, mnist_path, tmp_path):
     exp = experiment(mnist_path, tmp_path, search={"num_samples": 6},
                      resources={"max_concurrent_trials": 1}, run={"stop": {"val_accuracy": 0.0}})

@@ -30,6 +30,7 @@ class Context:
     metric: str = "val_accuracy"
     mode: str = "max"
     num_samples: int = 1
+    max_concurrent: int = 0  # resources.max_concurrent_trials (0: no limit)
 
     @property
     def conditional(self) -> bool:

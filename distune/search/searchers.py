@@ -28,7 +28,9 @@ def _random(opts: NoOptions, ctx: Context):
 
         return TreeSearch(ctx.params, ctx.seed, grid=False)
 
-    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
+    # Tune applies max_concurrent_trials to every searcher but this one: it must be told itself.
+    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None,
+                                 max_concurrent=ctx.max_concurrent)
 
 
 @SEARCHERS.add("grid", "every combination of choices (num_samples repeats the grid)", NoOptions,
@@ -41,7 +43,9 @@ def _grid(opts: NoOptions, ctx: Context):
 
         return TreeSearch(ctx.params, ctx.seed, grid=True, repeats=ctx.num_samples)
 
-    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None)
+    # Tune applies max_concurrent_trials to every searcher but this one: it must be told itself.
+    return BasicVariantGenerator(random_state=ctx.seed, points_to_evaluate=ctx.points or None,
+                                 max_concurrent=ctx.max_concurrent)
 
 
 class HyperOptOptions(Options):

@@ -161,7 +161,8 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
     ctx = Context(seed=seed, max_epochs=exp.max_epochs, space=space,
                   params=exp.model.params, points=list(exp.search.initial_points),
                   metric=exp.search.metric, mode=exp.search.mode,
-                  num_samples=exp.search.num_samples)
+                  num_samples=exp.search.num_samples,
+                  max_concurrent=exp.resources.max_concurrent_trials or 0)
     res = exp.resources
     search_alg = SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx)
     if exp.search.warm_start:
