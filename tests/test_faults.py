@@ -64,7 +64,8 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
                      "--set", "run.max_failures=0")
     wait_for_lines(proc, lambda ls: any("epoch   1/10" in line for line in ls))
     show = distune("show", "sigint", "--storage", str(storage))  # works while it runs
-    assert show.returncode == 0 and "3 trials" in show.stdout, show.stderr
+    # the trials created so far: 2 at a time (max_concurrent_trials), the third once one ends
+    assert show.returncode == 0 and any(f"{n} trials" in show.stdout for n in (2, 3)), show.stderr
     # Ctrl-C at once: a trial has a checkpoint and most of its 10 epochs to go. (Lines read
     # after `show` may be seconds old, so nothing here waits on them.)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver

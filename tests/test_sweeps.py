@@ -101,9 +101,10 @@ def test_stop_target_ends_the_sweep(ray_local, mnist_path, tmp_path):
     table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")
     # The first epoch reaches the target; the sweep then waits for that epoch's checkpoint, and
     # on a loaded machine Tune may start the next trial meanwhile: it is stopped at its first
-    # result. Without the stop, every trial would train both epochs.
+    # result. Without the stop, every trial would train both epochs, and all 6 would run (one
+    # at a time, so the other trials are never even created).
     assert table.epochs.max() == 1 and table.epochs.sum() <= 2, "the sweep went on after the target"
-    assert (table.status == "not started").sum() >= 4
+    assert len(table) <= 2 and set(table.status) <= {"stopped", "not started"}
     assert s.test_accuracy > 0
 
 
