@@ -32,8 +32,10 @@ def test_trials_spread_across_nodes(cluster_run):
 
 
 def test_half_a_gpu_per_trial_packs_two_trials_per_declared_gpu(cluster_run):
-    # 2 nodes x 1 GPU, 0.5 GPU per trial, CPUs to spare: 4 at once, never more.
-    assert cluster_run["packing"]["most_concurrent"] == 4
+    # 2 nodes x 1 GPU, 0.5 GPU per trial, CPUs to spare: 4 hold a share at once, never more.
+    packing = cluster_run["packing"]
+    assert packing["most_holding_gpu"] == 4
+    assert 1 <= packing["most_running"] <= 4
 
 
 def test_lost_node_trials_resume_elsewhere_from_checkpoints(cluster_run):
