@@ -20,6 +20,7 @@ from test_cli import distune
 pytestmark = pytest.mark.slow
 
 SPACE = "{hidden_layers: 1, units: {choice: [16, 32, 64]}, learning_rate: {loguniform: [1.0e-3, 1.0e-2]}}"
+ASHA_SPACE = "{hidden_layers: 1, units: 32, learning_rate: {grid: [0.003, 0.005, 0.01, 1.0e-6]}}"
 
 
 def start_run(mnist_path, storage: Path, name: str, samples: int, epochs: int, *extra: str):
@@ -96,8 +97,8 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
 
 def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnist_path, tmp_path):
     """Per model-based searcher (their saved states differ; hyperopt's once lost trials on
-    restore), the same fault: the driver and its local Ray SIGKILLed after two of three trials,
-    as in a reboot, then resumed. (The random searcher's resume to the full trial count is the
+    restore), and for ASHA's records (Ray does not save schedulers), the same fault: the driver
+    and its local Ray SIGKILLed mid-sweep, as in a reboot, then resumed. (The random searcher's resume to the full trial count is the
     Ctrl-C test's.) The drivers run side by side, each with its own Ray, as two users' sweeps
     would; the resumes run here, on the suite's Ray, through the same `runner.resume` that
     `distune resume` calls (the Ctrl-C test runs that command)."""
@@ -106,12 +107,22 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
     searchers = ("hyperopt", "optuna")
     runs = {s: (start_run(mnist_path, tmp_path / s, "kill", 3, 2, "--searcher", s),
                 tmp_path / s) for s in searchers}
-    def kill_after_two(proc) -> None:  # each at its own moment, while its sweep still runs
-        wait_for_lines(proc, lambda ls: sum("completed after" in line for line in ls) >= 2)
+    # ASHA's records across the fault: one trial at a time, three good learning rates, then
+    # a hopeless one, which ASHA stops at its first rung (epoch 1) given the three records
+    # there. Ray does not save the scheduler: without distune's replay, the resumed ASHA has
+    # no epoch-1 records and lets the fourth trial train on.
+    runs["asha"] = (start_run(mnist_path, tmp_path / "asha", "kill", 1, 3, "--searcher", "grid",
+                              "--scheduler", "asha", "--set", f"model.space={ASHA_SPACE}",
+                              "--set", "schedule.options={grace_period: 1, reduction_factor: 2}",
+                              "--set", "resources.max_concurrent_trials=1"), tmp_path / "asha")
+
+    def kill_after(proc, ended: int) -> None:  # each at its own moment, while its sweep still runs
+        wait_for_lines(proc, lambda ls: sum(" after " in line for line in ls) >= ended)
         assert proc.poll() is None, "the sweep ended before the fault"
         os.killpg(proc.pid, signal.SIGKILL)
 
-    faults = [threading.Thread(target=kill_after_two, args=(p,)) for p, _ in runs.values()]
+    faults = [threading.Thread(target=kill_after, args=(p, 3 if name == "asha" else 2))
+              for name, (p, _) in runs.items()]
     for thread in faults:
         thread.start()
     for thread, (proc, _) in zip(faults, runs.values()):
@@ -120,9 +131,14 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
     for searcher, (_, storage) in runs.items():
         summary = resume(storage / "kill", say=lambda _: None)
         t = table(storage, "kill")
+        assert json.loads((storage / "kill" / "best.json").read_text())["trial"] in set(t.trial)
+        if searcher == "asha":
+            continue
         assert len(t) == 3 == summary.trials and set(t.status) == {"completed"}, searcher
         assert set(t.epochs) == {2}, searcher
-        assert json.loads((storage / "kill" / "best.json").read_text())["trial"] in set(t.trial)
+    t = table(tmp_path / "asha", "kill").sort_values("trial")
+    assert list(t.status) == ["completed"] * 3 + ["stopped"], t
+    assert list(t.epochs) == [3, 3, 3, 1], "ASHA decided otherwise after the resume"
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(mnist_path, tmp_path):

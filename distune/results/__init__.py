@@ -19,6 +19,7 @@ _NAMES = {
     "NIGHT_CHART_FILE": "layout",
     "NIGHT_REPORT_FILE": "layout",
     "PROGRESS_FILE": "layout",
+    "RESULTS_LOG_FILE": "layout",
     "PROMOTED_DIR": "layout",
     "PROMOTED_FILE": "layout",
     "REPORT_FILE": "layout",

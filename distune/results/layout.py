@@ -11,6 +11,7 @@ CHARTS_DIR = "report"               # the report's charts as PNG files
 SELECT_DIR = "select"               # the re-evaluation's own Tune run
 SELECT_TABLE = "select.csv"
 PROGRESS_FILE = "progress.csv"      # Ray Tune's per-trial epoch log (Ray writes it)
+RESULTS_LOG_FILE = "result.json"    # the same epochs as JSON lines (Ray writes it)
 
 # A trial's checkpoint directory (distune.trial.training)
 CHECKPOINT_MODEL_FILE = "model.keras"

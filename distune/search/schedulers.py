@@ -38,12 +38,12 @@ class ASHAOptions(Options):
 @SCHEDULERS.add("asha", "asynchronous successive halving: stops weak trials at rungs, "
                 "no idle workers", ASHAOptions)
 def _asha(opts: ASHAOptions, ctx: Context):
-    from ray.tune.schedulers import ASHAScheduler
+    from distune.search.replayed import ResumableASHA
 
     max_t = opts.max_t or ctx.max_epochs
     # With max_t taken from train.epochs (a short debugging run, say), the grace period is
     # capped at it; an explicit max_t below grace_period is a config error instead.
-    return ASHAScheduler(time_attr=EPOCHS, max_t=max_t, grace_period=min(opts.grace_period, max_t),
+    return ResumableASHA(time_attr=EPOCHS, max_t=max_t, grace_period=min(opts.grace_period, max_t),
                          reduction_factor=opts.reduction_factor, brackets=opts.brackets)
 
 
@@ -69,9 +69,9 @@ class MedianOptions(Options):
 @SCHEDULERS.add("median", "median stopping rule: stop a trial below the median of others "
                 "at the same epoch", MedianOptions)
 def _median(opts: MedianOptions, ctx: Context):
-    from ray.tune.schedulers import MedianStoppingRule
+    from distune.search.replayed import ResumableMedian
 
-    return MedianStoppingRule(time_attr=EPOCHS, grace_period=opts.grace_period,
+    return ResumableMedian(time_attr=EPOCHS, grace_period=opts.grace_period,
                               min_samples_required=opts.min_samples_required)
 
 
