@@ -191,7 +191,7 @@ def _print_summary(s) -> None:
 
 
 def cmd_validate(args) -> int:
-    from distune.trial.data import find_mnist, read_npz
+    from distune.trial.data import check_subset, find_mnist, read_npz
     from distune.config.schema import storage_root
     from distune.sweep.directory import check_writable
     from distune.ops.storage import probe
@@ -202,7 +202,7 @@ def cmd_validate(args) -> int:
         probe(storage_root(exp))
     file = find_mnist(exp.data.path)
     if file is not None:
-        read_npz(file)
+        check_subset(exp.data.train_subset, len(read_npz(file)["x_train"]), file)
     print(f"OK: {exp.planned_trials} trials, searcher {exp.search.searcher}, "
           f"scheduler {exp.schedule.scheduler}, up to {exp.max_epochs} epochs; data: "
           f"{file or 'Keras download'}")

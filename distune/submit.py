@@ -200,7 +200,7 @@ def submit_sweep(config: str | None, overrides: list[str], flags: dict[str, Any]
     """Validate, submit, and (unless `wait` is false) follow the job to its end.
     Returns the exit status: the job driver's own (0, 1, 2 ...) once it has ended."""
     out = out or sys.stdout
-    exp, stem = load_experiment(config, overrides, flags)
+    exp, stem = load_experiment(config, overrides, flags, check_local=False)  # checked where it runs
     address = check_address(address)
     headers = auth_headers()
     check_transport(address, headers, insecure_http_token)

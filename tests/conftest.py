@@ -95,6 +95,15 @@ def reported_sweep(ray_local, mnist_path, tmp_path_factory):
 
 
 
+def fake_mnist(path: Path, n_train: int, n_test: int = 5) -> Path:
+    """A tiny file in Keras's mnist.npz layout (blank images, label 0), for input checks."""
+    import numpy as np
+
+    np.savez(path, x_train=np.zeros((n_train, 28, 28), np.uint8), y_train=np.zeros(n_train, np.uint8),
+             x_test=np.zeros((n_test, 28, 28), np.uint8), y_test=np.zeros(n_test, np.uint8))
+    return path
+
+
 def interrupt_once(marker: Path):
     """What Ctrl-C does to a sweep, sent from inside it once the first epoch is reported. Tune
     pickles its callbacks with the sweep's state, so `marker` (a file, not object state) says

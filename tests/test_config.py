@@ -194,3 +194,51 @@ def test_relative_paths_are_anchored_where_the_command_runs(tmp_path, monkeypatc
                               {"data": "~/mnist.npz", "storage": "s3://bucket/x"})
     assert (kept.data.path, kept.run.storage) == ("~/mnist.npz", "s3://bucket/x")
     assert kept.search.warm_start == "monday"  # a sibling experiment's name, not a directory
+
+
+@pytest.mark.parametrize("space,expected", [
+    ({"hidden_layers": 3, "units_99": 8}, "model.space.units_99: the model has at most 3 dense "
+                                          "layers (hidden_layers), so units_99 sets none; use units_1 .. units_3"),
+    ({"units_3": 8}, "at most 2 dense layers"),  # the default
+    ({"hidden_layers": {"int": [1, 4]}, "units_5": 8}, "at most 4 dense layers"),  # a searched count
+    ({"hidden_layers": {"choice": [1, 2]}, "units_3": {"int": [8, 64]}}, "at most 2 dense layers"),
+    ({"hidden_layers": 0, "units_1": 8}, "no dense layers (hidden_layers is 0); drop units_1"),
+    ({"architecture": {"choice": ["mlp", {"value": "cnn", "space": {"conv_blocks": 3, "filters_4": 8}}]}},
+     "model.space.architecture=cnn.filters_4: the model has at most 3 conv blocks (conv_blocks)"),
+])
+def test_per_layer_keys_for_layers_the_model_lacks(space, expected):
+    assert expected in problems({"model": {"space": space}})
+
+
+@pytest.mark.parametrize("space", [
+    {"hidden_layers": {"int": [1, 4]}, "units_4": 8},
+    {"units_2": 8},
+    {"architecture": {"choice": ["mlp", {"value": "cnn", "space": {"conv_blocks": 3, "filters_3": 8}}]},
+     "hidden_layers": {"grid": [1, 3]}, "units_3": 16},
+])
+def test_per_layer_keys_within_the_layer_count_pass(space):
+    validate({"model": {"space": space}})
+
+
+@pytest.mark.parametrize("metric,mode,wanted", [("val_loss", "max", "min"), ("loss", "max", "min"),
+                                                ("val_accuracy", "min", "max"), ("accuracy", "min", "max")])
+def test_metric_and_mode_must_agree(metric, mode, wanted):
+    msg = problems({"search": {"metric": metric, "mode": mode}})
+    assert f"search.mode: {metric} is" in msg and f"use mode: {wanted}" in msg
+    validate({"search": {"metric": metric, "mode": wanted}})
+
+
+def test_missing_warm_start_is_found_when_loading(tmp_path):
+    """Before any data is read or Ray starts: a name is an experiment beside the new one."""
+    (tmp_path / "monday").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    sets = ["search.searcher=hyperopt", f"run.storage={tmp_path}"]
+    load_experiment(None, [*sets, f"search.warm_start=[monday, {tmp_path / 'elsewhere'}]"])
+    with pytest.raises(ConfigError) as e:
+        load_experiment(None, [*sets, "search.warm_start=[monday, tuesday]"])
+    assert e.value.problems == [("search.warm_start.1", f"no experiment 'tuesday' in run.storage "
+                                 f"({tmp_path}), nor a directory of that name; name an earlier "
+                                 "experiment there, or give its directory")]
+    with pytest.raises(ConfigError, match="search.warm_start: no experiment '/no/such'"):
+        load_experiment(None, [*sets, "search.warm_start=/no/such"])
+    load_experiment(None, [*sets, "search.warm_start=tuesday"], check_local=False)  # submit: checked there

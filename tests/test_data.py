@@ -10,6 +10,7 @@ import pytest
 from distune.trial import data
 from distune.trial import load_mnist
 from distune.errors import DistuneError
+from conftest import fake_mnist
 
 
 def test_real_file_split_and_scaled(mnist_path):
@@ -68,8 +69,24 @@ def test_missing_file():
 def test_not_an_npz(tmp_path):
     f = tmp_path / "mnist.npz"
     f.write_text("not a zip file")
-    with pytest.raises(DistuneError, match="cannot read it as an .npz"):
+    with pytest.raises(DistuneError, match="cannot read it as an .npz file: it is not a zip") as e:
         load_mnist(str(f))
+    assert "pickle" not in str(e.value)  # numpy's advice to load it unsafely is not ours
+
+
+def test_a_single_npy_array_is_not_an_npz(tmp_path):
+    f = tmp_path / "x.npy"
+    np.save(f, np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(DistuneError, match="x.npy: cannot read it as an .npz file: it is not a zip"):
+        load_mnist(str(f))
+
+
+def test_train_subset_beyond_the_training_set(tmp_path):
+    f = fake_mnist(tmp_path / "m.npz", 200)
+    with pytest.raises(DistuneError, match=r"data.train_subset: 1000 training images asked for, "
+                                           r"but \S*m.npz has 200; use at most 200"):
+        load_mnist(str(f), train_subset=1000)
+    assert len(load_mnist(str(f), train_subset=200).x_train) == 180
 
 
 def test_wrong_arrays(tmp_path):

@@ -12,6 +12,7 @@ _NAMES = {
     "TrainConfig": "schema",
     "load_experiment": "load",
     "load_saved_experiment": "saved",
+    "load_yaml": "yamlfile",
     "presets": "load",
     "storage_root": "schema",
     "trial_space": "schema",

@@ -4,16 +4,18 @@ one format every problem is reported in (a dotted path and what to fix)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from distune.config.schema import MIN_FOLD_IMAGES, Experiment
+from distune.config.schema import MIN_FOLD_IMAGES, Experiment, storage_root
+from distune.errors import shown
 from distune.search.schedulers import MUTABLE, SCHEDULERS
 from distune.search.searchers import SEARCHERS
-from distune.space.hyperparams import check_value
-from distune.space.params import (Choice, Fixed, Grid, Param, enumerate_space, grid_points,
-                                  grid_values, is_conditional, parse_param)
+from distune.space.hyperparams import PER_LAYER, Hyperparams, check_value
+from distune.space.params import (Choice, Fixed, Grid, IntRange, Param, grid_points, grid_values,
+                                  is_conditional, parse_param)
 
 Problems = list[tuple[str, str]]
 
@@ -28,7 +30,7 @@ def describe(err: dict) -> tuple[str, str]:
     if err["type"] in ("missing",):
         msg = "required"
     elif "input" in err and err["type"] not in ("value_error", "assertion_error"):
-        msg = f"{err['input']!r}: {msg[0].lower() + msg[1:]}"
+        msg = f"{shown(err['input'])}: {msg[0].lower() + msg[1:]}"
     return path, msg
 
 
@@ -49,6 +51,7 @@ def semantic_problems(exp: Experiment) -> Problems:
     """Every cross-section problem of a structurally valid experiment, in a stable order.
     Later checks run only where earlier ones leave something they can judge."""
     params, problems = _parsed_space(exp)
+    problems += _layer_problems(params) + _mode_problems(exp)
     problems += _option_problems(exp) + _pairing_problems(exp)
     complete = len(params) == len(exp.model.space)  # every space entry parsed
     searcher = exp.search.searcher
@@ -87,6 +90,73 @@ def _parsed_space(exp: Experiment) -> tuple[dict[str, Param], Problems]:
         except ValueError as e:
             problems.append((f"model.space.{name}", str(e)))
     return params, problems
+
+
+def _layer_problems(params: dict[str, Param]) -> Problems:
+    """units_N / filters_N for a layer the model never has: N above the most hidden_layers /
+    conv_blocks any branch of the space can set (a searched count: its highest value)."""
+    counts = {"units": ("hidden_layers", "dense layers"), "filters": ("conv_blocks", "conv blocks")}
+    entries = list(_entries(params, "model.space"))
+    problems = []
+    for path, name, _ in entries:
+        m = PER_LAYER.match(name)
+        if m is None:
+            continue
+        field, what = counts[m.group(1)]
+        most = _most(field, [p for _, n, p in entries if n == field], field in params)
+        if int(m.group(2)) > most:
+            problems.append((path, f"the model has at most {most} {what} ({field}), so "
+                             f"{name} sets none; use {m.group(1)}_1 .. {m.group(1)}_{most} "
+                             f"or raise {field}" if most else
+                             f"the model has no {what} ({field} is 0); drop {name}"))
+    return problems
+
+
+def _entries(params: dict[str, Param], path: str):
+    """(dotted path, name, param) of every space entry, those of sub-spaces included."""
+    for name, p in params.items():
+        yield f"{path}.{name}", name, p
+        if isinstance(p, Choice) and p.conditional:
+            for value, branch in zip(p.values, p.branches):
+                yield from _entries(branch, f"{path}.{name}={value}")
+
+
+def _most(field: str, params: list[Param], set_at_top: bool) -> int:
+    """The highest value `field` can take: over every place the space sets it, and its
+    default wherever the top level leaves it unset."""
+    highest = [p.value if isinstance(p, Fixed) else p.high if isinstance(p, IntRange) else max(p.values)
+               for p in params]
+    default = [] if set_at_top else [Hyperparams.model_fields[field].default]
+    return int(max(highest + default))
+
+
+def _mode_problems(exp: Experiment) -> Problems:
+    """A loss ranked highest-first (or accuracy lowest-first) picks the worst trial as winner."""
+    metric, mode = exp.search.metric, exp.search.mode
+    wanted = "min" if metric.endswith("loss") else "max"
+    if mode == wanted:
+        return []
+    return [("search.mode", f"{metric} is {'a loss' if wanted == 'min' else 'an accuracy'}, "
+             f"better when {'lower' if wanted == 'min' else 'higher'}: use mode: {wanted} "
+             f"(mode {mode} would pick the worst trial)")]
+
+
+def warm_start_problems(exp: Experiment) -> Problems:
+    """search.warm_start experiments that are not there, found before any data is read or Ray
+    starts. Cheap: directories only. A name is a sibling experiment under run.storage (as the
+    sweep resolves it); under a URI storage it is fetched, and checked, when the sweep starts."""
+    sources = exp.search.warm_start
+    listed = isinstance(sources, list)
+    root = storage_root(exp)
+    problems = []
+    for i, source in enumerate(sources if listed else [sources] if sources else []):
+        if "://" in source or "://" in root or Path(source).expanduser().is_dir():
+            continue
+        if not (Path(root) / source).is_dir():
+            problems.append((f"search.warm_start{f'.{i}' if listed else ''}",
+                             f"no experiment {shown(source)} in run.storage ({root}), nor a "
+                             "directory of that name; name an earlier experiment there, or give its directory"))
+    return problems
 
 
 def _option_problems(exp: Experiment) -> Problems:
@@ -197,9 +267,8 @@ def _selection_problems(exp: Experiment, countable: bool) -> list[tuple[str, str
 def _distinct_configs(exp: Experiment) -> int:
     """At most how many different configs the sweep tries: its trials, or fewer when the
     space is discrete (a grid repeated num_samples times still has one config per point)."""
-    params = exp.model.params
     try:
-        points = len(enumerate_space(params)) if is_conditional(params) else grid_points(params, True)
+        points = grid_points(exp.model.params, True)
     except ValueError:  # a continuous range: every trial may differ
         return exp.planned_trials
     return min(points, exp.planned_trials)

@@ -11,8 +11,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from distune.config.checks import describe, semantic_problems
+from distune.config.checks import describe, semantic_problems, warm_start_problems
 from distune.config.schema import DEFAULT_PRESET, Experiment
+from distune.config.yamlfile import Refused, load_yaml, read_text, yaml_problem
 from distune.errors import ConfigError, DistuneError
 
 
@@ -26,7 +27,6 @@ FLAG_FIELDS = {
     "name": "run.name",
     "address": "run.address",
 }
-
 
 def presets() -> dict[str, str]:
     """Shipped presets: name -> first comment line of the file."""
@@ -43,7 +43,7 @@ def resolve_source(source: str | None) -> tuple[str, str, str]:
     source = source or DEFAULT_PRESET
     path = Path(source).expanduser()
     if path.is_file():
-        return str(path), path.stem, path.read_text()
+        return str(path), path.stem, read_text(path)
     if source in presets():
         return f"preset {source}", source, (resources.files("distune.presets") / f"{source}.yaml").read_text()
     hint = "a YAML file" if source.endswith((".yaml", ".yml")) or "/" in source else "a preset"
@@ -52,16 +52,15 @@ def resolve_source(source: str | None) -> tuple[str, str, str]:
 
 
 def load_experiment(source: str | None = None, overrides: list[str] = (),
-                    flags: dict[str, Any] | None = None) -> tuple[Experiment, str]:
-    """Load, override and validate. Returns the experiment and its stem (for default names)."""
+                    flags: dict[str, Any] | None = None, check_local: bool = True) -> tuple[Experiment, str]:
+    """Load, override and validate. Returns the experiment and its stem (for default names).
+    `check_local`: the warm-start experiments must be here (False where the sweep runs
+    elsewhere: a submitted job checks them where it runs)."""
     label, stem, text = resolve_source(source)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise DistuneError(f"{label}: not valid YAML{where}: {problem}. Fix the file's syntax.") from None
+        raise DistuneError(yaml_problem(label, e)) from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(label, [("", f"the file must be a mapping of sections "
@@ -75,12 +74,17 @@ def load_experiment(source: str | None = None, overrides: list[str] = (),
         if not sep or not key.strip():
             raise DistuneError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set train.epochs=3")
         try:
-            parsed = yaml.safe_load(value)
+            parsed = load_yaml(value)
+        except Refused as e:
+            raise DistuneError(yaml_problem(f"--set {key.strip()}", e)) from None
         except yaml.YAMLError:
             parsed = value
         _set_path(raw, key.strip(), parsed)
     _anchor_paths(raw)
-    return validate(raw, label), stem
+    exp = validate(raw, label)
+    if check_local and (problems := warm_start_problems(exp)):
+        raise ConfigError(label, problems)
+    return exp, stem
 
 
 def local_path(value: str) -> bool:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from distune.config.load import validate
-
 from distune.config.schema import Experiment
+from distune.config.yamlfile import load_yaml, read_text
 from distune.errors import DistuneError
 from distune.ops.storage import where
 from distune.results.layout import CONFIG_FILE
@@ -21,4 +19,4 @@ def load_saved_experiment(directory: Path) -> Experiment:
         raise DistuneError(f"no experiment at {directory}. Check the name and --storage.")
     if not config_file.is_file():
         raise DistuneError(f"{where(directory)} is not a distune experiment (no {CONFIG_FILE}).")
-    return validate(yaml.safe_load(config_file.read_text()), str(config_file))
+    return validate(load_yaml(read_text(config_file)), str(config_file))

@@ -12,10 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from distune.errors import shown
 from distune.search.schedulers import SCHEDULERS
 from distune.search.searchers import SEARCHERS
-from distune.space.params import (IntRange, Param, enumerate_space, grid_points, grid_values,
-                                  is_conditional, parse_param, to_ray)
+from distune.space.params import IntRange, Param, grid_points, grid_values, parse_param, to_ray
 
 
 DEFAULT_PRESET = "mnist-mlp"
@@ -85,7 +85,7 @@ class SearchConfig(Section):
     @classmethod
     def _not_test(cls, v: str) -> str:
         if v not in METRICS:
-            raise ValueError(f"{v!r} is not one of: {', '.join(METRICS)}")
+            raise ValueError(f"{shown(v)} is not one of: {', '.join(METRICS)}")
         return v
 
 
@@ -130,7 +130,7 @@ class RunSection(Section):
     @classmethod
     def _safe_name(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", v):
-            raise ValueError(f"{v!r}: use letters, digits, '.', '_' and '-' only")
+            raise ValueError(f"{shown(v)}: use letters, digits, '.', '_' and '-' only")
         return v
 
     @field_validator("stop")
@@ -138,7 +138,7 @@ class RunSection(Section):
     def _stop_metrics(cls, v: dict[str, float]) -> dict[str, float]:
         for k in v:
             if k not in METRICS:
-                raise ValueError(f"{k!r} is not one of: {', '.join(METRICS)}")
+                raise ValueError(f"{shown(k)} is not one of: {', '.join(METRICS)}")
         return v
 
 
@@ -169,8 +169,6 @@ class Experiment(Section):
             from distune.search.stepwise import StepwiseSearch, stages
 
             return StepwiseSearch(*stages(self.model.params, self.searcher_options().order)).total_trials()
-        if SEARCHERS[self.search.searcher].can("enumerate") and is_conditional(self.model.params):
-            return len(enumerate_space(self.model.params)) * self.search.num_samples
         points = grid_points(self.model.params, SEARCHERS[self.search.searcher].can("enumerate"))
         return points * self.search.num_samples
 

@@ -13,6 +13,7 @@ _NAMES = {
     "IntRange": "params",
     "LRSchedule": "hyperparams",
     "Optimizer": "hyperparams",
+    "PER_LAYER": "hyperparams",
     "Param": "params",
     "Uniform": "params",
     "check_value": "hyperparams",

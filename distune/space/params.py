@@ -216,7 +216,10 @@ def grid_values(param: Param) -> list:
 
 
 def grid_points(space: dict[str, Param], enumerate_choices: bool) -> int:
-    """Number of configs one pass over the grid yields (before num_samples repeats it)."""
-    sizes = [len(grid_values(p)) for p in space.values()
+    """Number of configs one pass over the grid yields (before num_samples repeats it):
+    counted, not built (a tree's branches add up their own sub-grids)."""
+    sizes = [sum(grid_points(b, True) for b in p.branches)
+             if enumerate_choices and isinstance(p, Choice) and p.conditional else len(grid_values(p))
+             for p in space.values()
              if isinstance(p, Grid) or (enumerate_choices and not isinstance(p, Fixed))]
     return math.prod(sizes)

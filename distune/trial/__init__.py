@@ -11,6 +11,7 @@ _NAMES = {
     "Splits": "data",
     "Training": "training",
     "build_model": "model",
+    "check_subset": "data",
     "checkpoint_problem": "training",
     "configure_tensorflow": "training",
     "current_learning_rate": "model",
