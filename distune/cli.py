@@ -13,6 +13,7 @@ from distune.errors import DistuneError, Interrupted
 from distune.results.layout import BEST_FILE, CHARTS_DIR, CONFIG_FILE, HISTORY_FILE
 from distune.ops.storage import fetch, is_uri, join, where
 
+EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -278,6 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("distune: interrupted (a second Ctrl-C skips saving the sweep's state)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug, not the user's mistake. Printed here: once Ray has shut down,
+        if args.debug:  # the excepthook it installs can fail and print nothing at all.
+            raise
+        import traceback
+
+        traceback.print_exc()
+        print("distune: internal error: the traceback above is a bug in distune or a library it "
+              "uses, not a mistake in your input; please report it. Finished trials stay in the "
+              "experiment's storage (`distune show NAME`, `distune resume NAME`).", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -93,6 +93,32 @@ def test_run_then_show(mnist_path, tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.slow
+def test_verbose_run_shows_ray_and_finishes(mnist_path, tmp_path):
+    """--verbose: Ray's own log lines and worker output, and the sweep still saves its
+    state (Ray's progress bars once replaced `print`, and the Tuner could not be pickled)."""
+    r = distune("run", "--verbose", "--data", str(mnist_path), "--storage", str(tmp_path),
+                "--name", "loud", "--samples", "1", "--set", "train.epochs=1",
+                "--set", "data.train_subset=300", "--set", "run.report=false")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "Total run time" in r.stderr and "test accuracy: 0." in r.stdout  # Ray's INFO log
+
+
+def test_an_internal_error_is_reported_with_its_traceback(monkeypatch, capsys):
+    """A bug is not the user's mistake: exit 1, the traceback, and where the results are.
+    (Ray's excepthook, once Ray has shut down, could print nothing at all.)"""
+    from distune import cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_presets", broken)
+    assert cli.main(["presets"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err and "internal error" in err
+    assert "distune show NAME" in err
+
+
 @pytest.mark.parametrize("args,message", [
     (["run", "--searcher", "tpee"], "search.searcher: 'tpee' is not one of: random, grid"),
     (["run", "--data", "/nowhere/mnist.npz"], "data.path: MNIST file not found: /nowhere/mnist.npz"),

@@ -34,6 +34,9 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray's progress bars would replace builtins.print once worker output reaches the driver
+    # (--verbose), and the Tuner, which pickles `print` in its callbacks, could not be saved.
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.CRITICAL,
