@@ -87,7 +87,7 @@ def test_state_is_versioned_json_and_restores_exactly(tmp_path):
     file = tmp_path / "searcher-state.json"
     algo.save(str(file))
     state = json.loads(file.read_text())
-    assert state["version"] == 1 and state["searcher"] == "gp" and len(state["X"]) == 5
+    assert state["version"] == 1 and state["searcher"] == "GPSearch" and len(state["state"]["X"]) == 5
     again = searcher()
     again.restore(str(file))
     assert again.suggest("r2") == algo.suggest("r2")  # the next point, exactly

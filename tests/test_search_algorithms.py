@@ -184,3 +184,49 @@ def test_warm_start_from_an_earlier_sweep(ray_local, mnist_path, tmp_path):
     s = run(second, "t", say=lines.append)
     assert any("warm start from monday: 3 finished trials" in line for line in lines)
     assert s.trials == 2
+
+
+def _stepwise():
+    exp = validate({"search": {"searcher": "stepwise"},
+                    "model": {"space": {"units": {"choice": [8, 16, 32]},
+                                        "learning_rate": {"choice": [0.1, 0.01, 0.001]}}}})
+    return StepwiseSearch(*stages(exp.model.params, None), "val_accuracy", "max")
+
+
+def _tree(grid: bool):
+    from distune.search.tree import TreeSearch
+    from test_tree_space import ENUMERABLE, TREE
+
+    exp = validate({"model": {"space": ENUMERABLE if grid else TREE}})
+    algo = TreeSearch(exp.model.params, seed=3, grid=grid)
+    algo.set_search_properties("val_accuracy", "max", {})
+    return algo
+
+
+@pytest.mark.parametrize("make", [_stepwise, lambda: _tree(False), lambda: _tree(True)],
+                         ids=["stepwise", "tree-random", "tree-grid"])
+def test_own_searchers_save_json_and_continue_exactly(make, tmp_path):
+    """distune's own searchers save plain, versioned JSON (a state file read on resume cannot
+    run code), and a restored one suggests exactly what the uninterrupted one does next."""
+    import json
+    import zlib
+
+    def step(algo, i):  # suggest; finish every other trial with a score from its config
+        c = algo.suggest(f"t{i}")
+        if isinstance(c, dict) and i % 2:
+            algo.on_trial_complete(f"t{i}", {"val_accuracy": (zlib.crc32(json.dumps(c, sort_keys=True).encode()) % 97) / 97})
+        return c
+
+    algo = make()
+    for i in range(3):
+        step(algo, i)
+    file = tmp_path / "searcher-state.json"
+    algo.save(str(file))
+    state = json.loads(file.read_text())  # JSON, not a pickle
+    assert state["version"] == 1 and state["searcher"] == type(algo).__name__
+    again = make()
+    again.restore(str(file))
+    assert [step(again, i) for i in range(3, 9)] == [step(algo, i) for i in range(3, 9)]
+    file.write_text(json.dumps({**state, "version": 99}))
+    with pytest.raises(ValueError, match="version 1"):
+        make().restore(str(file))

@@ -19,9 +19,9 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from distune.results.values import plain
+from distune.search.wrapped import JSONState
 from distune.space.params import Choice, Fixed, IntRange, Param, Uniform
 
-STATE_VERSION = 1
 ACQUISITIONS = {"ei": "EI", "pi": "PI", "ucb": "LCB"}  # skopt minimises: its LCB is our UCB
 
 
@@ -49,7 +49,9 @@ def dimensions(params: dict[str, Param]) -> dict[str, Any]:
     return dims
 
 
-class GPSearch(Searcher):
+class GPSearch(JSONState, Searcher):
+    STATE = ("X", "y", "pending", "best", "queue")
+
     def __init__(self, params: dict[str, Param], opts: Any, seed: int,
                  points: list[dict] = (), metric: str | None = None, mode: str | None = None):
         super().__init__(metric=metric, mode=mode)
@@ -93,24 +95,6 @@ class GPSearch(Searcher):
         if not error and value is not None and math.isfinite(value):
             self.X.append(self._point(parameters))
             self.y.append(self._sign * float(value))
-
-    # The state: plain, versioned JSON (never a pickle)
-    def save(self, checkpoint_path: str) -> None:
-        state = {"version": STATE_VERSION, "searcher": "gp", "metric": self._metric,
-                 "mode": self._mode, "X": self.X, "y": self.y, "pending": self.pending,
-                 "best": self.best, "queue": self.queue}
-        with open(checkpoint_path, "w") as f:
-            json.dump(state, f, default=plain)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path) as f:
-            state = json.load(f)
-        if state.get("version") != STATE_VERSION or state.get("searcher") != "gp":
-            raise ValueError(f"{checkpoint_path}: not a gp searcher state of version "
-                             f"{STATE_VERSION}")
-        self._metric, self._mode = state["metric"], state["mode"]
-        self.X, self.y, self.pending = state["X"], state["y"], state["pending"]
-        self.best, self.queue = state["best"], state["queue"]
 
     # The model
     @property

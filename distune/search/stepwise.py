@@ -15,7 +15,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from distune.space.params import Param, grid_values
-from distune.search.wrapped import PickledState
+from distune.search.wrapped import JSONState
 from distune.results.values import better
 
 
@@ -37,7 +37,9 @@ def stages(params: dict[str, Param], order: list[str] | None) -> tuple[list[tupl
     return [(k, searched[k]) for k in order], start
 
 
-class StepwiseSearch(PickledState, Searcher):
+class StepwiseSearch(JSONState, Searcher):
+    STATE = ("best", "best_score", "stage", "index", "running", "seen", "scores")
+
     def __init__(self, stages: list[tuple[str, list]], start: dict[str, Any],
                  metric: str | None = None, mode: str | None = None):
         super().__init__(metric=metric, mode=mode)

@@ -16,14 +16,23 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from distune.space.params import Choice, Fixed, Grid, IntRange, Param, Uniform, enumerate_space, sample
-from distune.search.wrapped import Delegating, PickledState
+from distune.search.wrapped import Delegating, JSONState
 from distune.results.values import plain
 
 BRANCH_VALUE = "__value__"
 
 
-class TreeSearch(PickledState, Searcher):
+class TreeSearch(JSONState, Searcher):
     """Random sampling (seeded) or full enumeration of a tree-structured space."""
+
+    STATE = ("queue",)
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.rng.bit_generator.state = state["rng"]
 
     def __init__(self, params: dict[str, Param], seed: int, grid: bool, repeats: int = 1):
         super().__init__()
