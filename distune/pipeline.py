@@ -12,6 +12,7 @@ from distune.config.schema import Experiment
 from distune.config.saved import load_saved_experiment
 from distune.errors import DistuneError
 from distune.ops.environment import quiet_environment
+from distune.ops.private import check_trusted
 from distune.ops.storage import publish, root_of, where
 from distune.results.layout import BEST_FILE, BEST_MODEL_FILE, CONFIG_FILE, TABLE_FILE
 from distune.results.records import TrialRecord, from_analysis, to_table
@@ -73,6 +74,8 @@ def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
     exp = load_saved_experiment(directory)
     exp = exp.model_copy(update={"run": exp.run.model_copy(update={  # where it is now
         "storage": root_of(directory), "name": directory.name})})
+    if directory.is_dir():  # what Tuner.restore unpickles (a bucket's own rights guard a URI)
+        check_trusted(directory)
     if not tune.Tuner.can_restore(where(directory)):
         raise DistuneError(f"{directory} has no sweep state to resume (it never started). Run it "
                            f"again with `distune run {directory / CONFIG_FILE} --overwrite`.")

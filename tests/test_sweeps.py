@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import keras
 import pandas as pd
 import pytest
 
 from conftest import experiment
+from distune.errors import DistuneError
 from distune import run
 
 pytestmark = pytest.mark.slow
@@ -165,3 +167,37 @@ def test_trials_hyperband_leaves_paused_end_the_sweep_not_interrupt_it(mnist_pat
     assert not left_paused_by_hyperband(hb, [T(status="PAUSED"), T(status="RUNNING")])
     assert not left_paused_by_hyperband(hb, [T(status="PENDING")])
     assert not left_paused_by_hyperband(asha, [T(status="PAUSED")])
+
+
+def test_experiments_others_could_write_are_never_unpickled(reported_sweep, tmp_path):
+    """Ray's sweep state is pickles: show, report, warm starts (open_analysis) and resume read
+    an experiment only if no other user can have written it."""
+    import shutil
+    import stat
+
+    from distune import resume
+    from distune.cli import main
+    from distune.results import open_analysis
+
+    s, _, _ = reported_sweep
+    copy = tmp_path / "store" / s.directory.name
+    shutil.copytree(s.directory, copy)
+    assert len(open_analysis(copy).trials) == 4  # this user's own: read
+    state = next(copy.glob("experiment_state-*.json"))
+    trial_file = next(copy.glob("*/params.pkl"))
+    for path, mode in ((copy, 0o777), (state, 0o666), (trial_file, 0o646)):
+        before = stat.S_IMODE(path.stat().st_mode)
+        path.chmod(mode)
+        with pytest.raises(DistuneError, match=f"{path.name} can be written by other users"):
+            open_analysis(copy)
+        with pytest.raises(DistuneError, match="could run code as you"):
+            resume(copy, say=lambda _: None)
+        path.chmod(before)
+    (tmp_path / "store").chmod(0o777)  # a shared parent: others could swap the directory
+    assert main(["show", copy.name, "--storage", str(tmp_path / "store")]) == 2
+    (tmp_path / "store").chmod(0o777 | stat.S_ISVTX)  # as /tmp: they cannot
+    assert main(["show", copy.name, "--storage", str(tmp_path / "store")]) == 0
+    if os.getuid() == 0:  # a file of another user
+        os.chown(trial_file, 65534, 65534)
+        with pytest.raises(DistuneError, match="belongs to another user"):
+            open_analysis(copy)

@@ -17,6 +17,7 @@ _NAMES = {
     "mirror": "storage",
     "pid_alive": "lock",
     "prepare_remote": "storage",
+    "check_trusted": "private",
     "private_dir": "private",
     "probe": "storage",
     "protect_token": "environment",

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from distune.errors import DistuneError
+from distune.ops import check_trusted
 from distune.results.records import CONFIG_PREFIX, from_analysis, to_table
 from distune.results.values import plain
 
@@ -48,6 +49,7 @@ def open_analysis(exp_dir: str | Path):
     if not exp_dir.is_dir():
         raise DistuneError(f"no experiment at {exp_dir}. Check the name and --storage "
                            "(`distune show` lists nothing until a run has started).")
+    check_trusted(exp_dir)
     try:
         return ExperimentAnalysis(str(exp_dir))
     except ValueError:
