@@ -142,26 +142,41 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(mnist_path, tmp_path):
+    """SIGKILL a trial's worker in the middle of an epoch: the trial continues in a new
+    process from its checkpoint (at most one epoch again, never from epoch 1), the console
+    names the checkpoint it restarts from, and the other trial is untouched."""
     storage = tmp_path / "store"
     proc = start_run(mnist_path, storage, "worker", 2, 5, "--set", "data.train_subset=3000")
     lines = wait_for_lines(proc, lambda ls: any("epoch   2/5" in line for line in ls))
-    trial = next(line.split()[2] for line in lines if "epoch   2/5" in line)
+    line = next(line for line in lines if "epoch   2/5" in line)
+    trial, epoch_s = line.split()[2], float(line.split("s/epoch")[0].split()[-1])
     result_file = storage / "worker" / trial / "result.json"
     for _ in range(100):  # Tune's logger writes it shortly after the result
         if result_file.is_file() and result_file.read_text().strip():
             break
         time.sleep(0.1)
     pid = json.loads(result_file.read_text().splitlines()[-1])["pid"]
+    time.sleep(epoch_s / 2)  # into epoch 3: mid-epoch, not between epochs
     os.kill(pid, signal.SIGKILL)  # the trial's worker process, mid-sweep
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, out + err
-    assert f"{trial} failed (worker lost or crashed); retrying from its last checkpoint" in out
+    retried = [line for line in out.splitlines() if f"{trial} failed (worker lost or crashed)" in line]
+    assert len(retried) == 1 and "retrying from its checkpoint of epoch " in retried[0], out
     assert "Traceback" not in err
     t = table(storage, "worker")
     assert set(t.status) == {"completed"} and set(t.epochs) == {5}
-    epochs = pd.read_csv(storage / "worker" / trial / "progress.csv").training_iteration
-    assert sorted(set(epochs)) == list(range(1, 6)), "the epoch count has a gap"
-    assert epochs.iloc[0] == 1 and epochs.iloc[-1] == 5
+    runs = {}
+    for tid in t.trial:
+        rows = [json.loads(r) for r in (storage / "worker" / tid / "result.json").read_text().splitlines()]
+        runs[tid] = ([r["training_iteration"] for r in rows], [r["pid"] for r in rows])
+    epochs, pids = runs.pop(trial)
+    assert epochs.count(1) == 1 and sorted(set(epochs)) == list(range(1, 6)), epochs
+    assert len(epochs) - 5 <= 1, f"more than one epoch trained again: {epochs}"
+    assert pids[0] == pid and pids[-1] != pid and len(set(pids)) == 2, pids  # a new process
+    checkpoint = int(retried[0].rsplit("epoch ", 1)[1])
+    assert epochs[pids.index(pids[-1])] == checkpoint + 1, (epochs, pids)  # from that checkpoint
+    (other_epochs, other_pids), = runs.values()
+    assert other_epochs == [1, 2, 3, 4, 5] and len(set(other_pids)) == 1  # untouched
 
 
 def test_resume_unknown_experiment(tmp_path):

@@ -201,3 +201,21 @@ def test_experiments_others_could_write_are_never_unpickled(reported_sweep, tmp_
         os.chown(trial_file, 65534, 65534)
         with pytest.raises(DistuneError, match="belongs to another user"):
             open_analysis(copy)
+
+
+def test_a_retry_is_announced_from_where_it_restarts(reported_sweep):
+    """The console's retry line names the checkpoint a failed trial restarts from, and says
+    so when there is none yet (the killed-worker test sees the first case for real)."""
+    import copy
+
+    from distune.results import open_analysis
+    from distune.sweep.progress import retry_point
+
+    s, _, _ = reported_sweep
+    trial = next(t for t in open_analysis(s.directory).trials
+                 if t.run_metadata.checkpoint_manager.latest_checkpoint_result)
+    epoch = trial.run_metadata.checkpoint_manager.latest_checkpoint_result.metrics["training_iteration"]
+    assert retry_point(trial) == f"from its checkpoint of epoch {epoch}"
+    fresh = copy.deepcopy(trial)
+    fresh.run_metadata.checkpoint_manager._latest_checkpoint_result = None
+    assert retry_point(fresh) == "from the start (no checkpoint yet)"

@@ -56,9 +56,16 @@ class ProgressLines(Callback):
                    f"best {self.metric} {best:.4f}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._line(f"{trial.trial_id} failed (worker lost or crashed); retrying from its last "
-                   "checkpoint")
+        self._line(f"{trial.trial_id} failed (worker lost or crashed); retrying {retry_point(trial)}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(f"{trial.trial_id} failed for good (retries used up); its error: "
                    f"{trial.local_path}/error.txt")
+
+
+def retry_point(trial) -> str:
+    """Where a failed trial starts again: its latest checkpoint, if it has one."""
+    latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    if latest is None:
+        return "from the start (no checkpoint yet)"
+    return f"from its checkpoint of epoch {latest.metrics.get('training_iteration', '?')}"
