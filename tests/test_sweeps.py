@@ -136,21 +136,46 @@ def test_impossible_resources_are_refused(ray_local, mnist_path, tmp_path):
         run(exp, "t", say=lambda _: None)
 
 
-def test_gpu_trials_wait_for_an_autoscaler_that_can_add_gpu_nodes(ray_local, mnist_path, tmp_path,
-                                                                   monkeypatch):
-    from distune.sweep import check_resources, tune
+def report_cluster_config(*groups: tuple[str, dict, int]) -> None:
+    """What an autoscaler tells the GCS about its node types (name, resources, max count),
+    through the GCS's own RPC, to the suite's real Ray."""
+    import ray
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import autoscaler_pb2 as pb, autoscaler_pb2_grpc as pbg
+
+    config = pb.ClusterConfig(node_group_configs=[
+        pb.NodeGroupConfig(name=name, resources=resources, min_count=0, max_count=most)
+        for name, resources, most in groups])
+    with init_grpc_channel(ray.get_runtime_context().gcs_address) as channel:
+        pbg.AutoscalerStateServiceStub(channel).ReportClusterConfig(
+            pb.ReportClusterConfigRequest(cluster_config=config), timeout=10)
+
+
+def test_gpu_trials_wait_for_an_autoscaler_that_can_add_gpu_nodes(ray_local, mnist_path, tmp_path):
+    """Read from a real GCS, as an autoscaler reports it: a GPU node type scaled to zero can
+    host the trials; one with max_count 0, or only CPU types, cannot (a change in Ray's API
+    fails here instead of silently refusing GPU-at-zero clusters)."""
+    from distune.sweep import check_resources
+    from distune.sweep.tune import node_types_to_add
     from distune.errors import DistuneError
 
     exp = experiment(mnist_path, tmp_path, resources={"cpus_per_trial": 1, "gpus_per_trial": 0.25})
+    assert node_types_to_add() == []  # a local Ray: no autoscaler
     with pytest.raises(DistuneError, match="0.25 GPUs.*largest node has 2 CPUs and 0 GPUs"):
-        check_resources(exp)  # a local Ray without GPUs, no autoscaler
-    monkeypatch.setattr(tune, "node_types_to_add", lambda: [{"CPU": 8.0, "GPU": 1.0}])
-    said: list[str] = []
-    check_resources(exp, said.append)  # GPU workers scaled to zero: fine, with a note
-    assert "autoscaler will add one" in said[0]
-    monkeypatch.setattr(tune, "node_types_to_add", lambda: [{"CPU": 8.0}])
-    with pytest.raises(DistuneError, match="largest node type has 8 CPUs and 0 GPUs"):
         check_resources(exp)
+    try:
+        report_cluster_config(("cpu", {"CPU": 4}, 10), ("gpu", {"CPU": 8, "GPU": 1}, 4),
+                              ("retired", {"CPU": 64, "GPU": 8}, 0))
+        assert node_types_to_add() == [{"CPU": 4}, {"CPU": 8, "GPU": 1}]
+        said: list[str] = []
+        check_resources(exp, said.append)  # GPU workers scaled to zero: fine, with a note
+        assert "autoscaler will add one" in said[0]
+        report_cluster_config(("cpu", {"CPU": 8}, 10), ("retired", {"CPU": 64, "GPU": 8}, 0))
+        with pytest.raises(DistuneError, match="largest node type has 8 CPUs and 0 GPUs"):
+            check_resources(exp)
+    finally:
+        report_cluster_config()  # the suite's Ray has no autoscaler again
+    assert node_types_to_add() == []
 
 
 def test_trials_hyperband_leaves_paused_end_the_sweep_not_interrupt_it(mnist_path, tmp_path):
