@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -68,7 +69,7 @@ def import_tensorflow():
         # TF's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL: silence the fd while it loads.
         import tensorflow as tf
 
-        import distune.trial.model  # noqa: F401 - Keras, and the model builder
+        importlib.import_module("distune.trial.model")  # Keras, and the model builder
     return tf
 
 
@@ -102,6 +103,11 @@ def trial_hyperparams(config: dict[str, Any]) -> dict[str, Any]:
 
 class CorruptCheckpoint(DistuneError):
     """A checkpoint that cannot be loaded; the trial fails instead of training from garbage."""
+
+
+class CheckpointMismatch(CorruptCheckpoint):
+    """A whole checkpoint whose weights or optimizer state do not fit this trial's model (another
+    architecture or optimizer): the trial fails instead of continuing from half a state."""
 
 
 def checkpoint_problem(directory: Path) -> str | None:
@@ -162,6 +168,7 @@ class Training:
 
         rng = np.random.default_rng((self.seed, self.epoch))
         order = self.rows[rng.permutation(len(self.rows))]
+        self._seed_dropout()
         start = time.perf_counter()
         history = self.model.fit(self.x[order], self.y[order], batch_size=self.hp.batch_size,
                                  epochs=1, shuffle=False, verbose=0,
@@ -180,6 +187,18 @@ class Training:
             "samples_per_s": len(self.rows) / epoch_s,
             "diverged": False,
         }
+
+    def _seed_dropout(self) -> None:
+        """Dropout masks of epoch e drawn from (seed, e) alone, as its shuffle order is: Keras
+        keeps its seed generators' state in no checkpoint, so a resumed trial would otherwise
+        draw epoch 1's masks again and drift from the uninterrupted run."""
+        import keras
+
+        generators = [g for layer in self.model.layers for g in vars(layer).values()
+                      if isinstance(g, keras.random.SeedGenerator)]
+        seeds = np.random.default_rng((self.seed, self.epoch, 1)).integers(1, 2**31, len(generators))
+        for g, s in zip(generators, seeds):
+            g.state.assign(np.array([s, 0], dtype=g.state.dtype))
 
     def _judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Diverged, early-stopped or done, from the epoch's (possibly fold-averaged) metrics."""
@@ -217,6 +236,7 @@ class Training:
     def save(self, directory: str | Path) -> None:
         """Weights, optimizer state (iterations = LR schedule position) and the epoch counter."""
         d = Path(directory)
+        self.model.optimizer.build(self.model.trainable_variables)  # all its state, even at epoch 0
         self.model.save(d / CHECKPOINT_MODEL_FILE)
         state = {"epoch": self.epoch, "best_val_loss": self.best_val_loss, "wait": self.wait,
                  "seed": self.seed}
@@ -232,7 +252,10 @@ class Training:
         if problem:
             raise CorruptCheckpoint(problem)
         saved = keras.saving.load_model(d / CHECKPOINT_MODEL_FILE)
-        self._take_state(saved)
+        try:
+            self._take_state(saved)
+        except CheckpointMismatch as e:
+            raise CheckpointMismatch(f"checkpoint {d}: {e}") from None
         state = json.loads((d / STATE_FILE).read_text())
         self.epoch, self.best_val_loss, self.wait = state["epoch"], state["best_val_loss"], state["wait"]
         if (d / BEST_WEIGHTS_FILE).is_file():
@@ -242,15 +265,72 @@ class Training:
     def _take_state(self, saved) -> None:
         """Weights and optimizer state from a saved model into this trial's model, which is built
         from the trial's own config: a resumed trial continues exactly, and a PBT trial that
-        copies a better one keeps its own (mutated) learning rate, dropout or L2."""
-        self.model.set_weights(saved.get_weights())
-        mine, theirs = self.model.optimizer, saved.optimizer
-        if type(mine) is not type(theirs):
-            return
-        mine.build(self.model.trainable_variables)
-        for var, value in zip(mine.variables, theirs.variables):
-            if not var.path.endswith("learning_rate") and var.shape == value.shape:
-                var.assign(value)
+        copies a better one keeps its own (mutated) learning rate, dropout or L2. Everything is
+        checked before anything is set: state that does not fit raises CheckpointMismatch."""
+        weights = saved.get_weights()
+        mine = self.model.weights
+        if len(weights) != len(mine):
+            raise CheckpointMismatch(f"the checkpoint holds {len(weights)} weight arrays, this "
+                                     f"trial's model {len(mine)} (another architecture)")
+        for var, value in zip(mine, weights):
+            if tuple(var.shape) != value.shape:
+                raise CheckpointMismatch(f"weight {var.path} is {value.shape} in the checkpoint, "
+                                         f"{tuple(var.shape)} in this trial's model")
+        pairs = _optimizer_pairs(self.model, saved)
+        self.model.set_weights(weights)
+        for var, value in pairs:
+            var.assign(value)
+
+
+# Optimizer slots that exist only while a hyperparameter PBT may mutate is nonzero: SGD's and
+# RMSprop's momentum. One side without them is no mismatch if its momentum is 0.
+_MOMENTUM_SLOT = "momentum"
+
+
+def _optimizer_slots(model) -> dict[Any, Any]:
+    """A built optimizer's variables keyed independently of layer names (which count up per
+    process): (index of the trainable variable it tracks, slot) for per-variable state such
+    as Adam's momentum and velocity, else its own name ("iteration", "learning_rate")."""
+    prefixes = sorted(((v.path.replace("/", "_") + "_", i)
+                       for i, v in enumerate(model.trainable_variables)), key=lambda p: -len(p[0]))
+    slots = {}
+    for var in model.optimizer.variables:
+        name = var.path.split("/")[-1]
+        slots[next(((i, name[len(p):]) for p, i in prefixes if name.startswith(p)), name)] = var
+    return slots
+
+
+def _optimizer_pairs(model, saved) -> list[tuple[Any, Any]]:
+    """(this model's optimizer variable, the saved value) for every piece of optimizer state
+    but the learning rate, which is the trial's own; CheckpointMismatch if the state does not
+    fit: another optimizer, a slot only one side has, or a slot of another shape."""
+    mine, theirs = model.optimizer, saved.optimizer
+    if type(mine) is not type(theirs):
+        raise CheckpointMismatch(f"the checkpoint's optimizer is {type(theirs).__name__}, "
+                                 f"this trial's {type(mine).__name__}")
+    mine.build(model.trainable_variables)
+    theirs.build(saved.trainable_variables)
+    own, saved_slots = _optimizer_slots(model), _optimizer_slots(saved)
+    own.pop("learning_rate", None), saved_slots.pop("learning_rate", None)
+    pairs = []
+    for key in [*own, *(k for k in saved_slots if k not in own)]:
+        var, value = own.get(key), saved_slots.get(key)
+        if var is not None and value is not None:
+            if tuple(var.shape) != tuple(value.shape):
+                raise CheckpointMismatch(f"optimizer variable {value.path} is {tuple(value.shape)} "
+                                         f"in the checkpoint, {tuple(var.shape)} in this trial's")
+            pairs.append((var, value))
+            continue
+        lacking = theirs if var is not None else mine
+        if not (isinstance(key, tuple) and key[1] == _MOMENTUM_SLOT
+                and getattr(lacking, "momentum", None) == 0):
+            name = (var if var is not None else value).path
+            where = "this trial's optimizer" if var is not None else "the checkpoint"
+            raise CheckpointMismatch(f"optimizer variable {name} is only in {where} "
+                                     f"({type(mine).__name__} state of another kind)")
+        if var is not None:  # the donor had no momentum: this trial starts its own from rest
+            pairs.append((var, np.zeros(tuple(var.shape), var.dtype)))
+    return pairs
 
 
 class CrossValidated(Training):
