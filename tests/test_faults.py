@@ -95,18 +95,52 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
     assert set(rest.status) == {"completed"} and set(rest.epochs) == {10}
 
 
+def trial_results(directory: Path) -> dict[str, list[dict]]:
+    """Each trial's reported epochs (Ray's result.json lines), by trial id."""
+    return {f.parent.name: [json.loads(r) for r in f.read_text().splitlines() if r.strip()]
+            for f in directory.glob("*/result.json")}
+
+
+def created_order(directory: Path) -> list[str]:
+    """Trial ids in the order the sweep created them (Tune's experiment tags count them)."""
+    from distune.results import open_analysis
+
+    trials = open_analysis(directory).trials
+    return [t.trial_id for t in sorted(trials, key=lambda t: int(t.experiment_tag.split("_")[0]))]
+
+
+def replayed_suggestions(directory: Path, results: dict[str, list[dict]]) -> list[dict]:
+    """What the same searcher, never interrupted, suggests given the sweep's own history: a
+    fresh one, built as the sweep built it, told each trial's final result in turn (one
+    trial at a time, so that order is the sweep's order)."""
+    from distune.config import load_saved_experiment, trial_space
+    from distune.search import SEARCHERS
+    from distune.sweep import search_context
+
+    exp = load_saved_experiment(directory)
+    algo = SEARCHERS[exp.search.searcher].build(exp.searcher_options(), search_context(exp))
+    algo.set_search_properties(exp.search.metric, exp.search.mode, trial_space(exp))
+    suggested = []
+    for tid in created_order(directory):
+        suggested.append(algo.suggest(tid))
+        algo.on_trial_complete(tid, results[tid][-1])
+    return suggested
+
+
 def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnist_path, tmp_path):
-    """Per model-based searcher (their saved states differ; hyperopt's once lost trials on
-    restore), and for ASHA's records (Ray does not save schedulers), the same fault: the driver
-    and its local Ray SIGKILLed mid-sweep, as in a reboot, then resumed. (The random searcher's resume to the full trial count is the
-    Ctrl-C test's.) The drivers run side by side, each with its own Ray, as two users' sweeps
-    would; the resumes run here, on the suite's Ray, through the same `runner.resume` that
-    `distune resume` calls (the Ctrl-C test runs that command)."""
+    """The driver and its local Ray SIGKILLed mid-sweep, as in a reboot, then resumed: per
+    model-based searcher past its random phase (Ray saves their states, each its own way),
+    and for ASHA's records (Ray does not save schedulers). The drivers run side by side,
+    each with its own Ray, as users' sweeps would; the resumes run here, on the suite's Ray,
+    through the same `resume` that `distune resume` calls (the Ctrl-C test runs that
+    command; it also covers the random searcher)."""
     from distune import resume
 
-    searchers = ("hyperopt", "optuna")
-    runs = {s: (start_run(mnist_path, tmp_path / s, "kill", 3, 2, "--searcher", s),
-                tmp_path / s) for s in searchers}
+    phase = {"hyperopt": "n_initial_points", "optuna": "n_startup_trials"}
+    runs = {s: (start_run(mnist_path, tmp_path / s, "kill", 5, 2, "--searcher", s,
+                          "--set", f"search.options.{option}=2",
+                          "--set", "resources.max_concurrent_trials=1"), tmp_path / s)
+            for s, option in phase.items()}
     # ASHA's records across the fault: one trial at a time, three good learning rates, then
     # a hopeless one, which ASHA stops at its first rung (epoch 1) given the three records
     # there. Ray does not save the scheduler: without distune's replay, the resumed ASHA has
@@ -116,26 +150,39 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
                               "--set", "schedule.options={grace_period: 1, reduction_factor: 2}",
                               "--set", "resources.max_concurrent_trials=1"), tmp_path / "asha")
 
-    def kill_after(proc, ended: int) -> None:  # each at its own moment, while its sweep still runs
-        wait_for_lines(proc, lambda ls: sum(" after " in line for line in ls) >= ended)
+    def kill_after_three(proc) -> None:  # each at its own moment, while its sweep still runs
+        wait_for_lines(proc, lambda ls: sum(" after " in line for line in ls) >= 3)
         assert proc.poll() is None, "the sweep ended before the fault"
         os.killpg(proc.pid, signal.SIGKILL)
 
-    faults = [threading.Thread(target=kill_after, args=(p, 3 if name == "asha" else 2))
-              for name, (p, _) in runs.items()]
+    faults = [threading.Thread(target=kill_after_three, args=(p,)) for p, _ in runs.values()]
     for thread in faults:
         thread.start()
     for thread, (proc, _) in zip(faults, runs.values()):
         thread.join(timeout=300)
         assert proc.wait(timeout=60) == -signal.SIGKILL, "a driver was not killed"
     for searcher, (_, storage) in runs.items():
-        summary = resume(storage / "kill", say=lambda _: None)
+        directory = storage / "kill"
+        before = trial_results(directory)  # as the fault left them
+        summary = resume(directory, say=lambda _: None)
         t = table(storage, "kill")
-        assert json.loads((storage / "kill" / "best.json").read_text())["trial"] in set(t.trial)
+        assert json.loads((directory / "best.json").read_text())["trial"] in set(t.trial)
         if searcher == "asha":
             continue
-        assert len(t) == 3 == summary.trials and set(t.status) == {"completed"}, searcher
+        after = trial_results(directory)
+        assert len(t) == 5 == summary.trials and set(t.status) == {"completed"}, searcher
         assert set(t.epochs) == {2}, searcher
+        configs = t[[c for c in t.columns if c.startswith("config/")]].astype(str)
+        assert not configs.duplicated().any(), f"{searcher} ran a config twice"
+        finished = [tid for tid, rows in before.items() if rows[-1]["training_iteration"] == 2]
+        assert len(finished) >= 2, before  # what ended before the kill keeps its id and results
+        assert all(after[tid] == before[tid] for tid in finished), searcher
+        for tid, rows in after.items():  # an unfinished trial continued: epoch 1 once
+            assert [r["training_iteration"] for r in rows].count(1) == 1, (searcher, tid, rows)
+        # The resumed searcher suggested what an uninterrupted one would have.
+        ran = [after[tid][0]["config"] for tid in created_order(directory)]
+        replayed = replayed_suggestions(directory, after)
+        assert [{k: c[k] for k in r} for c, r in zip(ran, replayed)] == replayed, searcher
     t = table(tmp_path / "asha", "kill").sort_values("trial")
     assert list(t.status) == ["completed"] * 3 + ["stopped"], t
     assert list(t.epochs) == [3, 3, 3, 1], "ASHA decided otherwise after the resume"

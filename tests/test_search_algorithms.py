@@ -203,6 +203,37 @@ def _tree(grid: bool):
     return algo
 
 
+def _model_based(name: str, options: dict):
+    """Ray's hyperopt or Optuna searcher as a sweep builds it, past its random phase soon."""
+    exp = validate({"search": {"searcher": name, "options": options},
+                    "model": {"space": {"units": {"choice": [8, 16, 32]},
+                                        "learning_rate": {"loguniform": [1e-4, 1e-1]}}}})
+    ctx = Context(seed=5, max_epochs=2, params=exp.model.params)
+    algo = SEARCHERS[name].build(exp.searcher_options(), ctx)
+    algo.set_search_properties("val_accuracy", "max", trial_space(exp))
+    return algo
+
+
+@pytest.mark.parametrize("name,options", [("hyperopt", {"n_initial_points": 2}),
+                                          ("optuna", {"n_startup_trials": 2})])
+def test_model_based_searchers_continue_exactly_after_restore(name, options, tmp_path):
+    """Ray saves hyperopt's and Optuna's state (its own pickles, in the experiment's storage):
+    past the random phase, a restored searcher suggests exactly what the uninterrupted one
+    does next."""
+    algo, score = _model_based(name, options), lambda c: -abs(math.log10(c["learning_rate"]) + 2)
+    for i in range(4):
+        algo.on_trial_complete(f"t{i}", {"val_accuracy": score(algo.suggest(f"t{i}"))})
+    file = tmp_path / "searcher-state.pkl"
+    algo.save(str(file))
+    again = _model_based(name, options)
+    again.restore(str(file))
+    for i in range(4, 8):
+        c = algo.suggest(f"t{i}")
+        assert again.suggest(f"t{i}") == c, i
+        for a in (algo, again):
+            a.on_trial_complete(f"t{i}", {"val_accuracy": score(c)})
+
+
 @pytest.mark.parametrize("make", [_stepwise, lambda: _tree(False), lambda: _tree(True)],
                          ids=["stepwise", "tree-random", "tree-grid"])
 def test_own_searchers_save_json_and_continue_exactly(make, tmp_path):
@@ -230,3 +261,29 @@ def test_own_searchers_save_json_and_continue_exactly(make, tmp_path):
     file.write_text(json.dumps({**state, "version": 99}))
     with pytest.raises(ValueError, match="version 1"):
         make().restore(str(file))
+
+
+def test_quiet_is_not_blind(capsys):
+    """Without --verbose, a library's warning that a setting is not applied as asked reaches
+    the console as one line, once per kind: here Optuna's CMA-ES, which samples categorical
+    hyperparameters at random instead (a real sampler, driven as a sweep drives it)."""
+    import logging
+    import warnings
+
+    from distune.ops import HEARD, surface_warnings
+
+    with warnings.catch_warnings():
+        surface_warnings()
+        HEARD.seen.clear()
+        algo = _model_based("optuna", {"sampler": "cmaes", "n_startup_trials": 1})
+        for i in range(4):
+            algo.on_trial_complete(f"t{i}", {"val_accuracy": 0.5 + i / 10, **algo.suggest(f"t{i}")})
+        warnings.warn("option x=3 is ignored", UserWarning)
+        warnings.warn("option x=4 is ignored", UserWarning)  # the same kind: not again
+        warnings.warn("old API", DeprecationWarning)  # no news to a user
+        logging.getLogger("ray.tune.execution").warning("The `save` operation took 9 s, which "
+                                                        "may be a performance bottleneck.")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("distune: warning from optuna") and "instead of `CmaEsSampler`" in lines[0]
+    assert lines[1] == "distune: warning from UserWarning in test_search_algorithms.py: option x=3 is ignored (shown once)"

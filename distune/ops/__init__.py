@@ -4,6 +4,7 @@ environment every distune process and Ray worker shares. Imports only distune.er
 from distune._lazy import exports
 
 _NAMES = {
+    "HEARD": "environment",
     "Locked": "lock",
     "NotPrivate": "private",
     "QUIET_ENV": "environment",
@@ -23,6 +24,7 @@ _NAMES = {
     "protect_token": "environment",
     "publish": "storage",
     "quiet_environment": "environment",
+    "surface_warnings": "environment",
     "refresh": "storage",
     "remote_of": "storage",
     "resume_command": "storage",

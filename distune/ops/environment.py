@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import sys
 from pathlib import Path
+
+from distune.errors import clip
 
 # Quiet by default: TensorFlow's C++ logs, Ray's migration notes and snapshot warnings.
 QUIET_ENV = {
@@ -29,9 +32,49 @@ def quiet_environment(verbose: bool) -> None:
         # Trial failures are reported in one line by ProgressLines (and kept in each trial's
         # error.txt); Ray's own tracebacks for them would bury the progress view.
         logging.getLogger("ray").setLevel(logging.CRITICAL)
-        import warnings
+        surface_warnings()
 
-        warnings.filterwarnings("ignore")
+
+# Warnings that are no news to a user: Tune's timing notes, libraries' deprecations.
+NOISE = ("may be a performance bottleneck",)
+
+
+class OneLine(logging.Handler):
+    """Quiet is not blind: a library's warning (a setting ignored or changed, say) reaches
+    the console as one line, each distinct one once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.say(record.getMessage(), record.name)
+
+    def say(self, message: str, origin: str) -> None:
+        text = (message.strip().splitlines() or [""])[0]
+        kind = re.sub(r"`[^`]*`|'[^']*'|\d+", "_", text)  # the same warning for another trial
+        if text and kind not in self.seen and not any(n in text for n in NOISE):
+            self.seen.add(kind)
+            print(f"distune: warning from {origin}: {clip(text)} (shown once)", file=sys.stderr)
+
+
+HEARD = OneLine()
+
+
+def surface_warnings() -> None:
+    """The searchers' and Tune's logged warnings and Python's UserWarnings through HEARD;
+    other warnings (deprecations, resource notes) and Ray's own info stay quiet. Again after
+    ray.init, which resets Ray's loggers, and after Optuna installs its handler."""
+    import warnings
+
+    for name in ("ray.tune", "optuna", "hyperopt", "skopt"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        logger.handlers, logger.propagate = [HEARD], False
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("always", category=UserWarning)  # HEARD keeps each one once
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+        HEARD.say(str(message), f"{category.__name__} in {Path(filename).name}")
 
 
 # Whoever reaches a Ray's GCS, dashboard or Jobs API can run code there (CVE-2023-48022). For

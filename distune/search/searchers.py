@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from pydantic import Field
 
+from distune.ops import HEARD
 from distune.search.registry import Context, Options, Registry
 
 SEARCHERS = Registry("searcher")
@@ -72,6 +74,8 @@ def _hyperopt(opts: HyperOptOptions, ctx: Context):
 class OptunaOptions(Options):
     sampler: Literal["tpe", "gp", "cmaes", "qmc", "random"] = Field(
         "tpe", description="tpe, gp (Gaussian process + expected improvement), cmaes, qmc, random")
+    n_startup_trials: int = Field(10, ge=0, description="random trials before the tpe, gp or "
+                                  "cmaes sampler takes over")
 
 
 @SEARCHERS.add("optuna", "Optuna with a choice of sampler (TPE by default, or GP, CMA-ES, QMC)",
@@ -81,13 +85,15 @@ def _optuna(opts: OptunaOptions, ctx: Context):
     from ray.tune.search.optuna import OptunaSearch
 
     samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=ctx.seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=ctx.seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=ctx.seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=opts.n_startup_trials),
+        "gp": lambda: optuna.samplers.GPSampler(seed=ctx.seed, n_startup_trials=opts.n_startup_trials),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=ctx.seed, n_startup_trials=opts.n_startup_trials),
         "qmc": lambda: optuna.samplers.QMCSampler(seed=ctx.seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=ctx.seed),
     }
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if HEARD in logging.getLogger("optuna").handlers:  # quiet: each warning one line, once
+        optuna.logging.disable_default_handler()
     if opts.sampler == "gp":
         try:
             import torch  # noqa: F401  (Optuna's GP sampler is written in PyTorch)

@@ -6,6 +6,7 @@ from distune._lazy import exports
 _NAMES = {
     "ProgressLines": "progress",
     "build_tuner": "tune",
+    "search_context": "tune",
     "check_resources": "tune",
     "check_writable": "directory",
     "checkpoint_config": "tune",

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from distune.config.schema import Experiment, trial_space
 from distune.errors import DistuneError, Interrupted
-from distune.ops.environment import QUIET_ENV, local_ray_environment, protect_token
+from distune.ops.environment import QUIET_ENV, local_ray_environment, protect_token, surface_warnings
 from distune.ops.storage import refresh, resume_command, root_of, sibling, where
 from distune.results.table import open_analysis
 from distune.search.registry import Context
@@ -44,7 +44,7 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
     if address == "local":
         protect_token()
     if not verbose:  # ray.init configures Ray's loggers; quiet Tune's after it
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+        surface_warnings()
     return True
 
 
@@ -152,6 +152,16 @@ def checkpoint_config(exp: Experiment):
     )
 
 
+def search_context(exp: Experiment) -> Context:
+    """What the searcher and scheduler are built from."""
+    seed = exp.run.seed if exp.search.seed is None else exp.search.seed
+    return Context(seed=seed, max_epochs=exp.max_epochs, space=trial_space(exp),
+                   params=exp.model.params, points=list(exp.search.initial_points),
+                   metric=exp.search.metric, mode=exp.search.mode,
+                   num_samples=exp.search.num_samples,
+                   max_concurrent=exp.resources.max_concurrent_trials or 0)
+
+
 def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = False,
                 say: Callable[[str], None] = print, callbacks: list = ()):
     from ray import tune
@@ -159,13 +169,7 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
     from distune.sweep.progress import ProgressLines
     from distune.sweep.tracking import tracking_callbacks
 
-    space = trial_space(exp)
-    seed = exp.run.seed if exp.search.seed is None else exp.search.seed
-    ctx = Context(seed=seed, max_epochs=exp.max_epochs, space=space,
-                  params=exp.model.params, points=list(exp.search.initial_points),
-                  metric=exp.search.metric, mode=exp.search.mode,
-                  num_samples=exp.search.num_samples,
-                  max_concurrent=exp.resources.max_concurrent_trials or 0)
+    space, ctx = trial_space(exp), search_context(exp)
     res = exp.resources
     search_alg = SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx)
     if exp.search.warm_start:
