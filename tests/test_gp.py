@@ -150,7 +150,7 @@ def test_a_gp_sweep_interrupted_and_resumed(ray_local, mnist_path, tmp_path, mon
     monkeypatch.undo()
     d = tmp_path / "results" / "t"
     (state,) = d.glob("searcher-state-*")
-    assert json.loads(state.read_text())["searcher"] == "gp"  # plain data, not a pickle
+    assert json.loads(state.read_text())["searcher"] == "GPSearch"  # plain data, not a pickle
     summary = resume(d, say=lambda _: None)
     table = pd.read_csv(d / "results.csv")
     assert summary.trials == len(table) == 5 and set(table.status) <= {"completed", "stopped"}

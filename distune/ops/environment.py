@@ -35,8 +35,10 @@ def quiet_environment(verbose: bool) -> None:
         surface_warnings()
 
 
-# Warnings that are no news to a user: Tune's timing notes, libraries' deprecations.
-NOISE = ("may be a performance bottleneck",)
+# Warnings that are no news to a user: Tune's timing notes, its Ctrl-C notes (distune says
+# what to do next itself), its note on trials that have no result yet.
+NOISE = ("may be a performance bottleneck", "Stop signal received", "Experiment has been interrupted",
+         "Failed to fetch metrics for")
 
 
 class OneLine(logging.Handler):
