@@ -66,12 +66,16 @@ def test_diverging_trial_is_marked_and_the_sweep_goes_on(ray_local, mnist_path, 
 
 @pytest.mark.parametrize("searcher", ["random", "hyperopt"])
 def test_max_concurrent_trials_holds_for_every_searcher(searcher, ray_local, mnist_path, tmp_path,
-                                                        monkeypatch):
+                                                        monkeypatch, capsys):
     """Ray applies max_concurrent_trials itself except to its BasicVariantGenerator (random,
-    grid), which must be given it: with a limit of 1, two trials once trained at once."""
+    grid), which must be given it: with a limit of 1, two trials once trained at once. And no
+    warning that the limit is ignored (Ray's, told it twice)."""
     from ray import tune
 
     from distune import pipeline
+    from distune.ops import HEARD
+
+    HEARD.seen.clear()
 
     class Concurrency(tune.Callback):
         running: set = set()
@@ -94,6 +98,7 @@ def test_max_concurrent_trials_holds_for_every_searcher(searcher, ray_local, mni
                      train={"epochs": 1}, resources={"max_concurrent_trials": 1})
     assert run(exp, "t", say=lambda _: None).trials == 3
     assert Concurrency.most == 1, f"{Concurrency.most} trials trained at once under a limit of 1"
+    assert "will be ignored" not in capsys.readouterr().err
 
 
 def test_stop_target_ends_the_sweep(ray_local, mnist_path, tmp_path):

@@ -37,8 +37,8 @@ def quiet_environment(verbose: bool) -> None:
 
 # Warnings that are no news to a user: Tune's timing notes, its Ctrl-C notes (distune says
 # what to do next itself), its note on trials that have no result yet.
-NOISE = ("may be a performance bottleneck", "Stop signal received", "Experiment has been interrupted",
-         "Failed to fetch metrics for")
+NOISE = ("may be a performance bottleneck", "may become a bottleneck", "Stop signal received",
+         "Experiment has been interrupted", "Failed to fetch metrics for")
 
 
 class OneLine(logging.Handler):

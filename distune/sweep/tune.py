@@ -165,6 +165,7 @@ def search_context(exp: Experiment) -> Context:
 def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = False,
                 say: Callable[[str], None] = print, callbacks: list = ()):
     from ray import tune
+    from ray.tune.search import Searcher
 
     from distune.sweep.progress import ProgressLines
     from distune.sweep.tracking import tracking_callbacks
@@ -190,7 +191,9 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
         search_alg=search_alg,
         scheduler=SCHEDULERS[exp.schedule.scheduler].build(exp.scheduler_options(), ctx),
         num_samples=_tune_num_samples(exp, ctx.conditional),
-        max_concurrent_trials=res.max_concurrent_trials,
+        # Ray limits a Searcher through a ConcurrencyLimiter; a BasicVariantGenerator (random,
+        # grid) is given the limit itself (searchers.py), and told twice Ray says it ignores it.
+        max_concurrent_trials=res.max_concurrent_trials if isinstance(search_alg, Searcher) else None,
         time_budget_s=exp.run.time_budget_s,
         reuse_actors=True,
         trial_dirname_creator=trial_dirname,
