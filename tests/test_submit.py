@@ -295,6 +295,11 @@ def test_submit_to_a_real_head(ray_head, mnist_path, tmp_path, monkeypatch, caps
             "--storage", "results", "--name", "remote"]
     assert main(args) == 2  # no token: refused before anything is sent
     assert "wants a token" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * len(token))  # a wrong one: the head says no
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the token was rejected" in err and "Traceback" not in err
+    assert not (tmp_path / "results" / "remote").exists()  # nothing ran
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     assert main(args) == 0, capsys.readouterr()

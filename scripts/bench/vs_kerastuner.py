@@ -15,8 +15,8 @@ its winner.
 KerasTuner as its guides use it: its own `build_model(hp)` in plain Keras, Keras's default
 batch size (32), RandomSearch with its default max_trials (10) and Hyperband with its defaults
 (factor 3, one iteration), `--epochs` as the epochs per trial / Hyperband's max_epochs; one
-process, TensorFlow on every core, run to its own end. distune: hyperopt + ASHA and random +
-FIFO on the same space (batch 128, its own default), one CPU per trial and as many trials at
+process, TensorFlow on every core, run to its own end. distune: hyperopt + ASHA (random + FIFO
+too with `--distune hyperopt+asha,random+fifo`) on the same space (batch 128, its own default), one CPU per trial and as many trials at
 once as cores, stopped once it reaches the best KerasTuner score of that seed, or at the
 longest KerasTuner wall time of that seed (an equal budget); Ray's start-up is outside.
 
@@ -53,7 +53,7 @@ SPACE = {
     "batch_size": 128,
 }
 KT_METHODS = ("random", "hyperband")
-DISTUNE_METHODS = [("hyperopt", "asha"), ("random", "fifo")]
+DISTUNE_METHODS = {"hyperopt+asha": ("hyperopt", "asha"), "random+fifo": ("random", "fifo")}
 TARGET = 0.33
 
 
@@ -183,12 +183,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("DISTUNE_MNIST"))
     ap.add_argument("--quick", action="store_true", help="1 seed, 1,000 images, 2 epochs, "
-                    "KerasTuner RandomSearch of 2 trials, distune hyperopt+asha only")
+                    "KerasTuner RandomSearch of 2 trials")
     ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; quick 0)")
     ap.add_argument("--epochs", type=int, help="epochs per trial, Hyperband's max_epochs (default 10; quick 2)")
     ap.add_argument("--subset", type=int, help="training images (default: all 60,000; quick 1,000)")
     ap.add_argument("--kt-trials", type=int, help="RandomSearch max_trials (default 10, its own; quick 2)")
     ap.add_argument("--kt", default=",".join(KT_METHODS), help="KerasTuner methods to run")
+    ap.add_argument("--distune", default="hyperopt+asha",
+                    help=f"distune methods to run, of {', '.join(DISTUNE_METHODS)}")
     args = ap.parse_args()
     for name, full, quick in (("seeds", "0,1,2", "0"), ("epochs", 10, 2), ("subset", None, 1000),
                               ("kt_trials", 10, 2)):
@@ -211,7 +213,7 @@ def main() -> int:
     os.environ.setdefault("RAY_ADDRESS", "local")  # a private Ray, never a `ray start` one
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     configure_tensorflow(os.cpu_count() or 1)  # KerasTuner trains here, on every core
-    methods = DISTUNE_METHODS[:1] if args.quick else DISTUNE_METHODS
+    methods = [DISTUNE_METHODS[m] for m in args.distune.split(",") if m]
     ratios: dict[tuple[str, str], list[float]] = {}
     ray_start = None
     print(f"{'seed':>4} {'method':<26} {'trials':>6} {'epochs':>6} {'wall_s':>7} {'best_val':>8} "
