@@ -233,6 +233,25 @@ def test_experiments_others_could_write_are_never_unpickled(reported_sweep, tmp_
             open_analysis(copy)
 
 
+def test_a_corrupt_checkpoint_never_wins(reported_sweep, tmp_path):
+    """A trial that failed on a corrupt checkpoint (`resume --skip-corrupt`) leaves it behind,
+    and it may be that trial's best: the winner is then the best checkpoint that loads."""
+    import shutil
+
+    from distune.results import open_analysis
+    from distune.winner.pick import ranked
+
+    s, _, _ = reported_sweep
+    copy = tmp_path / s.directory.name
+    shutil.copytree(s.directory, copy)
+    before = ranked(open_analysis(copy).trials, "val_accuracy", "max")
+    (before[0].checkpoint / "model.keras").write_bytes(b"garbage")
+    after = ranked(open_analysis(copy).trials, "val_accuracy", "max")
+    assert before[0].checkpoint.is_relative_to(copy)
+    assert [(w.trial_id, w.epoch) for w in after][0] != (before[0].trial_id, before[0].epoch)
+    assert before[0].checkpoint not in [w.checkpoint for w in after]
+
+
 def test_a_retry_is_announced_from_where_it_restarts(reported_sweep):
     """The console's retry line names the checkpoint a failed trial restarts from, and says
     so when there is none yet (the killed-worker test sees the first case for real)."""

@@ -18,7 +18,7 @@ from distune.ops.storage import checkpoint_path, in_mirror, local_copy
 from distune.results.layout import CHECKPOINT_MODEL_FILE
 from distune.results.records import TrialRecord, sort_best_first, trial_status
 from distune.results.values import better, plain_config
-from distune.trial.training import Training, trial_seed
+from distune.trial.training import Training, checkpoint_problem, trial_seed
 
 
 def pick_winner(analysis, exp: Experiment) -> TrialRecord:
@@ -41,7 +41,7 @@ def ranked(trials, metric: str, mode: str) -> list[TrialRecord]:
         best = None
         for result in trial.run_metadata.checkpoint_manager.best_checkpoint_results:
             value = result.metrics.get(metric)
-            if value is None or not math.isfinite(value) or not _has_model(trial, result):
+            if value is None or not math.isfinite(value) or not _loadable(trial, result):
                 continue
             if best is None or better(value, best[0], mode):
                 best = (value, result)
@@ -56,11 +56,12 @@ def ranked(trials, metric: str, mode: str) -> list[TrialRecord]:
     return sort_best_first(found, mode)
 
 
-def _has_model(trial, result) -> bool:
-    """A checkpoint whose model is still on disk (a trial that failed on a corrupt checkpoint
-    can leave one behind without it); in a URI's mirror, files arrive when used."""
+def _loadable(trial, result) -> bool:
+    """A checkpoint whose files are on disk and whole: a trial that failed on a corrupt
+    checkpoint (`resume --skip-corrupt`) leaves it behind, and it may be its best. In a URI's
+    mirror, files arrive when used."""
     path = checkpoint_path(trial, result.checkpoint)
-    return in_mirror(path) or (path / CHECKPOINT_MODEL_FILE).is_file()
+    return in_mirror(path) or checkpoint_problem(path) is None
 
 
 def evaluate_checkpoint(winner: TrialRecord, splits: Splits) -> tuple[float, float, Path]:
