@@ -196,7 +196,9 @@ def cmd_validate(args) -> int:
     from distune.config.schema import storage_root
     from distune.sweep.directory import check_writable
     from distune.ops.storage import probe
+    from distune.trial.usermodel import dry_build
     exp, _ = _load(args)
+    dry_build(exp)
     if "://" not in storage_root(exp):
         check_writable(Path(storage_root(exp)))
     else:

@@ -23,6 +23,7 @@ from distune.space.params import grid_points
 from distune.sweep.directory import corrupt_checkpoints, experiment_dir, load_data, prepare_directory
 from distune.sweep.tune import build_tuner, fit, make_trainable
 from distune.trial.training import configure_tensorflow
+from distune.trial.usermodel import dry_build
 from distune.winner import pick as W
 from distune.winner.select import reevaluate
 
@@ -52,6 +53,7 @@ def run(exp: Experiment, stem: str, *, overwrite: bool = False, refit: bool = Fa
         name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         exp = exp.model_copy(update={"run": exp.run.model_copy(update={"name": name})})
     quiet_environment(verbose)
+    dry_build(exp)  # a user's model function: checked before anything is created
     directory = experiment_dir(exp)
     splits = load_data(exp)
     prepare_directory(directory, overwrite)

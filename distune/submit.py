@@ -1,9 +1,10 @@
 """`distune submit`: run a sweep as a Ray job on a remote cluster, through its Jobs API.
 
 The experiment is validated here first, so a typo fails on the laptop and not after GPU
-nodes have scaled up. The fully resolved config (file + flags + defaults, name fixed) and
-this distune package travel with the job (`working_dir`, `py_modules`): the cluster runs
-exactly what was validated, whatever distune version its image holds.
+nodes have scaled up. The fully resolved config (file + flags + defaults, name fixed), the
+user's model module if any, and this distune package travel with the job (`working_dir`,
+`py_modules`): the cluster runs exactly what was validated, whatever distune version its image
+holds, without the user's package installed there.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from distune.config.schema import DEFAULT_STORAGE, Experiment
 from distune.errors import DistuneError
 
 JOB_CONFIG = "distune-job.yaml"
+JOB_MODEL = "distune_job_model.py"  # a user's model.builder / model.keras_tuner module
 EXIT_FAILED = 1
 EXIT_DETACHED = 130
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -183,6 +185,11 @@ def job_request(exp: Experiment, stem: str, workdir: Path, *, overwrite: bool,
     submit_job keyword arguments that run it with `distune run` on the cluster."""
     name = exp.run.name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = exp.model_copy(update={"run": exp.run.model_copy(update={"name": name})})
+    if exp.model.code is not None:  # the user's model module travels with the job, as read here
+        (workdir / JOB_MODEL).write_text(exp.model.code.source)
+        field = "keras_tuner" if exp.model.keras_tuner else "builder"
+        exp = exp.model_copy(update={"model": exp.model.model_copy(update={
+            field: f"{JOB_MODEL}:{exp.model.code.function}"})})
     (workdir / JOB_CONFIG).write_text(exp.to_yaml())
     command = ["python", "-m", "distune", "run", JOB_CONFIG, "--address", "auto"]
     command += ["--overwrite"] * overwrite + ["--refit"] * refit

@@ -14,6 +14,16 @@ import time
 from pathlib import Path
 
 
+USER_BUILDER = """
+import keras
+
+
+def build(hp):  # uncompiled: distune compiles it from the optimizer settings
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(hp["units"], activation="relu"),
+                             keras.layers.Dense(10, activation="softmax")])
+"""
+
+
 def main(mnist: str, storage: str) -> dict:
     import ray
     from ray import tune
@@ -71,10 +81,16 @@ def main(mnist: str, storage: str) -> dict:
     # 1. Spread and packing: 0.5 GPU per trial, two 1-GPU nodes -> at most 4 trials at once.
     # Counted from Ray's placement groups, not from trial start events: those depend on how
     # fast four workers start on two cores, so a short trial can end before the fourth starts.
+    # The model is a user's builder in a file no node can import: validated here, then deleted
+    # before the sweep, so the trials on both nodes build it from the source distune carries.
     seen, held, done = Concurrency(), [0], threading.Event()
     poller = threading.Thread(target=poll, args=(held, done), daemon=True)
     poller.start()
-    exp = experiment("packing")
+    builder = Path(storage).parent / "user_model.py"
+    builder.write_text(USER_BUILDER)
+    exp = experiment("packing", model={"builder": f"{builder}:build", "space": {
+        "units": {"choice": [16, 32]}, "learning_rate": 0.01, "batch_size": 32}})
+    builder.unlink()
     directory = runner.experiment_dir(exp)
     runner.prepare_directory(directory, overwrite=False)
     runner.build_tuner(exp, runner.load_data(exp).for_trials(), directory, say=lambda _: None,
@@ -84,7 +100,10 @@ def main(mnist: str, storage: str) -> dict:
     trials = open_analysis(directory).trials
     out["packing"] = {"most_holding_gpu": held[0], "most_running": seen.most,
                       "statuses": [t.status for t in trials],
-                      "nodes_used": sorted({t.last_result.get("node_id") for t in trials})}
+                      "nodes_used": sorted({t.last_result.get("node_id") for t in trials}),
+                      "builder_file_exists": builder.exists(),
+                      "val_accuracy": [t.last_result.get("val_accuracy") for t in trials],
+                      "units": sorted({t.config["units"] for t in trials})}
 
     # 2. A worker node lost mid-sweep: its trials continue elsewhere from their checkpoints.
     spare = cluster.add_node(num_cpus=4, num_gpus=1)

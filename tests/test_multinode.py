@@ -31,6 +31,15 @@ def test_trials_spread_across_nodes(cluster_run):
     assert set(packing["nodes_used"]) == set(cluster_run["nodes"])  # both worker nodes, not one
 
 
+def test_a_user_builder_runs_on_every_node(cluster_run):
+    """The packing sweep's model is a user's builder whose file was deleted after validation:
+    the trials on both worker nodes built it from the source distune carries."""
+    packing = cluster_run["packing"]
+    assert not packing["builder_file_exists"] and set(packing["statuses"]) == {"TERMINATED"}
+    assert len(set(packing["nodes_used"])) == 2 and packing["units"] == [16, 32]
+    assert all(a > 0.2 for a in packing["val_accuracy"]), packing["val_accuracy"]  # it trained (chance: 0.1)
+
+
 def test_half_a_gpu_per_trial_packs_two_trials_per_declared_gpu(cluster_run):
     # 2 nodes x 1 GPU, 0.5 GPU per trial, CPUs to spare: 4 hold a share at once, never more.
     packing = cluster_run["packing"]

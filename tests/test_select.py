@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,15 +79,18 @@ CKPT = {"root": Path("/nonexistent")}
 
 
 def _trial(trial_id, config, scores, status="TERMINATED", diverged=False, saved=True):
-    """A stand-in for Ray's trial record: one checkpoint per epoch score, its model file
-    written under CKPT["root"] unless `saved` is False (a checkpoint whose model is gone)."""
+    """A stand-in for Ray's trial record: one checkpoint per epoch score, its files (a zip as
+    the model, the state) written under CKPT["root"] unless `saved` is False (a checkpoint
+    whose model is gone)."""
     root = CKPT["root"] / trial_id
     results = [SimpleNamespace(metrics={"val_accuracy": v, "training_iteration": i},
                                checkpoint=SimpleNamespace(path=f"/elsewhere/{trial_id}/ckpt_{i}"))
                for i, v in enumerate(scores, 1)]
     for i in range(1, len(scores) + 1) if saved else ():
         (root / f"ckpt_{i}").mkdir(parents=True)
-        (root / f"ckpt_{i}" / "model.keras").write_bytes(b"")
+        with zipfile.ZipFile(root / f"ckpt_{i}" / "model.keras", "w") as z:
+            z.writestr("config.json", "{}")
+        (root / f"ckpt_{i}" / "state.json").write_text(json.dumps({"epoch": i}))
     manager = SimpleNamespace(best_checkpoint_results=results)
     return SimpleNamespace(trial_id=trial_id, config=config, status=status,
                            last_result={"diverged": diverged},

@@ -290,9 +290,12 @@ def test_submit_to_a_real_head(ray_head, mnist_path, tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)  # paths as a user types them: relative to where they are
     (tmp_path / "data").mkdir()
     shutil.copy(mnist_path, tmp_path / "data" / "mnist.npz")
+    (tmp_path / "mymodel.py").write_text(  # the user's own model travels with the job
+        "import keras\n\n\ndef build(hp):\n    return keras.Sequential([keras.Input((784,)), "
+        "keras.layers.Dense(hp['units'], activation='relu'), keras.layers.Dense(10, activation='softmax')])\n")
     args = ["submit", "mnist-mlp", "--address", url, "--data", "data/mnist.npz", "--samples", "1",
             "--set", "train.epochs=1", "--set", "data.train_subset=500", "--set", "run.report=false",
-            "--storage", "results", "--name", "remote"]
+            "--set", "model.builder=mymodel.py:build", "--storage", "results", "--name", "remote"]
     assert main(args) == 2  # no token: refused before anything is sent
     assert "wants a token" in capsys.readouterr().err
     monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * len(token))  # a wrong one: the head says no
@@ -309,3 +312,6 @@ def test_submit_to_a_real_head(ray_head, mnist_path, tmp_path, monkeypatch, caps
     assert (tmp_path / "results" / "remote" / "best.json").is_file()
     saved = yaml.safe_load((tmp_path / "results" / "remote" / "distune.yaml").read_text())
     assert saved["data"]["path"] == str(tmp_path / "data" / "mnist.npz")
+    # the job built the copy of mymodel.py that travelled with it, not the file here
+    assert saved["model"]["builder"].endswith("/distune_job_model.py:build")
+    assert not saved["model"]["builder"].startswith(str(tmp_path))

@@ -51,7 +51,8 @@ def semantic_problems(exp: Experiment) -> Problems:
     """Every cross-section problem of a structurally valid experiment, in a stable order.
     Later checks run only where earlier ones leave something they can judge."""
     params, problems = _parsed_space(exp)
-    problems += _layer_problems(params) + _mode_problems(exp)
+    free = exp.model.code is not None  # a user's function: its own names are its business
+    problems += ([] if free else _layer_problems(params)) + _mode_problems(exp)
     problems += _option_problems(exp) + _pairing_problems(exp)
     complete = len(params) == len(exp.model.space)  # every space entry parsed
     searcher = exp.search.searcher
@@ -60,7 +61,7 @@ def semantic_problems(exp: Experiment) -> Problems:
     if searcher == "gp" and complete and not problems and not is_conditional(params):
         problems += _gp_problems(params)
     problems += _tree_problems(exp, params)
-    problems += _point_problems(exp.search.initial_points, params, searcher)
+    problems += _point_problems(exp.search.initial_points, params, searcher, free)
     if exp.schedule.scheduler == "pbt" and not problems:
         problems += _pbt_problems(exp, params)
     grids = [k for k, p in params.items() if isinstance(p, Grid)]
@@ -86,7 +87,7 @@ def _parsed_space(exp: Experiment) -> tuple[dict[str, Param], Problems]:
                              "(or search it: {choice: [mlp, {value: cnn, space: {...}}]})"))
             continue
         try:
-            params[name] = parse_param(name, raw)
+            params[name] = parse_param(name, raw, free=exp.model.code is not None)
         except ValueError as e:
             problems.append((f"model.space.{name}", str(e)))
     return params, problems
@@ -288,7 +289,8 @@ def _grid_problems(params: dict[str, Param], path: str) -> list[tuple[str, str]]
     return problems
 
 
-def _point_problems(points: list[dict], params: dict[str, Param], searcher: str) -> list[tuple[str, str]]:
+def _point_problems(points: list[dict], params: dict[str, Param], searcher: str,
+                    free: bool = False) -> list[tuple[str, str]]:
     """initial_points must set every searched hyperparameter, each to a valid value."""
     if points and searcher == "stepwise":
         return [("search.initial_points", "stepwise walks its own order; drop initial_points")]
@@ -303,7 +305,7 @@ def _point_problems(points: list[dict], params: dict[str, Param], searcher: str)
                              (f"{', '.join(extra)} not searched by model.space" if extra else "")))
         for k, v in point.items():
             try:
-                check_value(k, v)
+                check_value(k, v, free)
             except ValueError as e:
                 problems.append((f"{path}.{k}", str(e)))
     return problems

@@ -15,6 +15,7 @@ from distune.config.checks import describe, semantic_problems, warm_start_proble
 from distune.config.schema import DEFAULT_PRESET, Experiment
 from distune.config.yamlfile import Refused, load_yaml, read_text, yaml_problem
 from distune.errors import ConfigError, DistuneError
+from distune.ops.usercode import anchor_code
 
 
 # Short CLI flags -> the field they set.
@@ -79,8 +80,10 @@ def load_experiment(source: str | None = None, overrides: list[str] = (),
             raise DistuneError(yaml_problem(f"--set {key.strip()}", e)) from None
         except yaml.YAMLError:
             parsed = value
+        if key.strip() in CODE_FIELDS and isinstance(parsed, str):  # typed here: from here
+            parsed = anchor_code(parsed, os.getcwd())
         _set_path(raw, key.strip(), parsed)
-    _anchor_paths(raw)
+    _anchor_paths(raw, _base(source))
     exp = validate(raw, label)
     if check_local and (problems := warm_start_problems(exp)):
         raise ConfigError(label, problems)
@@ -92,7 +95,17 @@ def local_path(value: str) -> bool:
     return "://" not in value and not value.startswith("~") and not os.path.isabs(value)
 
 
-def _anchor_paths(raw: dict) -> None:
+CODE_FIELDS = ("model.builder", "model.keras_tuner")
+
+
+def _base(source: str | None) -> str:
+    """Where a file's relative model.builder / model.keras_tuner point from: its directory
+    (a preset's: the current one)."""
+    path = Path(source).expanduser() if source else None
+    return str(path.resolve().parent) if path and path.is_file() else os.getcwd()
+
+
+def _anchor_paths(raw: dict, base: str) -> None:
     """Relative data.path, run.storage and warm-start directories, anchored to the caller's directory now: the saved
     config (distune.yaml, a submitted job's file) then means the same from any directory or
     process. `~` stays as written, so it names the home of the machine that runs the job."""
@@ -100,6 +113,10 @@ def _anchor_paths(raw: dict) -> None:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str) and node[key] and local_path(node[key]):
             node[key] = os.path.abspath(node[key])
+    model = raw.get("model")
+    for key in ("builder", "keras_tuner"):
+        if isinstance(model, dict) and isinstance(model.get(key), str):
+            model[key] = anchor_code(model[key], base)
     search = raw.get("search")
     sources = search.get("warm_start") if isinstance(search, dict) else None
     if isinstance(sources, (str, list)):  # a directory here, not a sibling experiment's name

@@ -10,9 +10,10 @@ from functools import cached_property
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from distune.errors import shown
+from distune.ops.usercode import UserCode, UserCodeError, read_code
 from distune.search.schedulers import SCHEDULERS
 from distune.search.searchers import SEARCHERS
 from distune.space.params import IntRange, Param, grid_points, grid_values, parse_param, to_ray
@@ -42,12 +43,68 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     architecture: Literal["mlp", "cnn"] = "mlp"
+    builder: str | None = Field(None, description="your own model: 'module:function' or "
+                                "'file.py:function' (beside the experiment file), called with "
+                                "the trial's hyperparameters (a dict) and returning a keras.Model; "
+                                "uncompiled, distune compiles it from the optimizer settings")
+    keras_tuner: str | None = Field(None, description="a KerasTuner build_model(hp), unchanged "
+                                    "('module:function' or 'file.py:function'); the space is "
+                                    "discovered from it, and model.space adds to or overrides it")
     space: dict[str, Any] = Field(default_factory=dict, description="hyperparameter -> value or range")
+    _code: UserCode | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _discover(cls, raw: Any) -> Any:
+        """A KerasTuner function's own space first; the file's model.space on top."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("keras_tuner"), str):
+            return raw
+        import importlib.util
+
+        from distune.space.keras_tuner import Untranslatable, discover
+
+        if importlib.util.find_spec("keras_tuner") is None:
+            raise ValueError("model.keras_tuner needs the keras-tuner package: "
+                             "pip install 'distune[keras-tuner]'")
+        build_model = _read_code(raw["keras_tuner"]).load()
+        try:
+            found = discover(build_model)
+        except Untranslatable as e:
+            raise ValueError(f"model.keras_tuner: {e}") from None
+        except Exception as e:  # noqa: BLE001 - the user's function failed
+            raise ValueError(f"model.keras_tuner: build_model(hp) raised {type(e).__name__}: "
+                             f"{shown(str(e))}") from None
+        space = raw.get("space") if isinstance(raw.get("space"), dict) else {}
+        return {**raw, "space": {**found, **space}}
+
+    @model_validator(mode="after")
+    def _read(self) -> "ModelConfig":
+        if self.builder and self.keras_tuner:
+            raise ValueError("set model.builder or model.keras_tuner, not both")
+        spec = self.builder or self.keras_tuner
+        if spec and self.architecture != "mlp":  # (the default, which a saved experiment writes)
+            raise ValueError("model.architecture is for distune's own models; your function "
+                             "builds its own: drop model.architecture")
+        if spec:
+            self._code = _read_code(spec)
+        return self
+
+    @property
+    def code(self) -> UserCode | None:
+        """The user's model function's module (model.builder or model.keras_tuner)."""
+        return self._code
 
     @cached_property
     def params(self) -> dict[str, Param]:
         """The parsed space (validated by Experiment, so parsing cannot fail here)."""
-        return {k: parse_param(k, v) for k, v in self.space.items()}
+        return {k: parse_param(k, v, free=self.code is not None) for k, v in self.space.items()}
+
+
+def _read_code(spec: str) -> UserCode:
+    try:
+        return read_code(spec)
+    except UserCodeError as e:
+        raise ValueError(str(e)) from None
 
 
 class EarlyStopping(Section):
@@ -189,7 +246,7 @@ METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 def trial_space(exp: Experiment) -> dict[str, Any]:
     """Ray Tune param_space: architecture + every space entry as a Ray domain or fixed value."""
     enumerate_choices = SEARCHERS[exp.search.searcher].can("enumerate")
-    space = {"architecture": exp.model.architecture}
+    space = {} if exp.model.code else {"architecture": exp.model.architecture}
     space.update({k: to_ray(p, enumerate_choices) for k, p in exp.model.params.items()})
     return space
 

@@ -4,6 +4,8 @@ distune starts, locked down to this machine and this user."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import re
@@ -105,3 +107,30 @@ def protect_token() -> None:
             file.chmod(stat.S_IMODE(st.st_mode) & 0o700)
     except OSError:
         pass  # no token file (RAY_AUTH_TOKEN in the environment), or not ours to change
+
+
+def quiet_tensorflow():
+    """TensorFlow and Keras imported without TF's C++ start-up lines, which ignore
+    TF_CPP_MIN_LOG_LEVEL (the fd is silenced while it loads); no op run."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    with stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
+        import tensorflow as tf
+
+        importlib.import_module("keras")
+    return tf
+
+
+@contextlib.contextmanager
+def stderr_silenced(active: bool):
+    if not active:
+        yield
+        return
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -177,9 +177,11 @@ def winner_predictions(exp, directory: Path, splits):
     import keras
 
     splits = splits if splits is not None else load_data(exp)
+    from distune.trial.model import reshape_for
+
     model = keras.saving.load_model(directory / BEST_MODEL_FILE)
-    x = splits.x_test.reshape((-1, *model.input_shape[1:]))  # (784,) for mlp, (28, 28, 1) cnn
-    return splits.x_test, splits.y_test, model.predict(x, batch_size=1024, verbose=0)
+    return splits.x_test, splits.y_test, model.predict(reshape_for(model, splits.x_test),
+                                                       batch_size=1024, verbose=0)
 
 
 def _winner_table(best: dict[str, Any], metric: str) -> str:

@@ -86,8 +86,19 @@ def field_for(name: str) -> str | None:
 _adapters: dict[str, TypeAdapter] = {}
 
 
-def check_value(name: str, value: Any) -> Any:
-    """Validate one value for hyperparameter `name`; raises ValueError saying what is wrong."""
+# What distune itself reads from a trial whose model a user's function builds (model.builder,
+# model.keras_tuner): how it trains, and, for a model that comes uncompiled, its optimizer.
+LOOP_KEYS = ("batch_size", "epochs")
+COMPILE_KEYS = ("optimizer", "learning_rate", "momentum", "nesterov", "lr_schedule", "lr_decay",
+                "lr_drop", "lr_drop_every", "lr_cycle_epochs")
+
+
+def check_value(name: str, value: Any, free: bool = False) -> Any:
+    """Validate one value for hyperparameter `name`; raises ValueError saying what is wrong.
+    `free`: the model is a user's function, whose own names (any but LOOP_KEYS) are its
+    business; the dry build checks them."""
+    if free and name not in LOOP_KEYS:
+        return value
     field = field_for(name)
     if field is None:
         raise ValueError(f"unknown hyperparameter {name!r}; known: {', '.join(known_names())}")

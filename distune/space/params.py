@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Union
 
-from distune.space.hyperparams import check_value, is_integer
+from distune.space.hyperparams import LOOP_KEYS, check_value, is_integer
 
 GRID_ENUMERATE_LIMIT = 100  # an int range wider than this is not silently turned into a grid
 
@@ -66,19 +66,20 @@ Param = Union[Fixed, Choice, Grid, Uniform, IntRange]
 KINDS = ("choice", "grid", "uniform", "loguniform", "int", "logint")
 
 
-def parse_param(name: str, raw: Any) -> Param:
-    """Turn one YAML entry into a Param; ValueError says what to write instead."""
+def parse_param(name: str, raw: Any, free: bool = False) -> Param:
+    """Turn one YAML entry into a Param; ValueError says what to write instead. `free`: a
+    user's model function takes the values (hyperparams.check_value)."""
     if not isinstance(raw, dict):
         if isinstance(raw, list):
             raise ValueError(f"a bare list is ambiguous; write {{choice: {raw}}} or {{grid: {raw}}}")
-        return Fixed(check_value(name, raw))
+        return Fixed(check_value(name, raw, free))
     if len(raw) != 1 or next(iter(raw)) not in KINDS:
         raise ValueError(f"expected one of {{{': ..., '.join(KINDS)}: ...}}, got {raw!r}")
     kind, args = next(iter(raw.items()))
     if not isinstance(args, list) or not args:
         raise ValueError(f"{kind} needs a non-empty list, got {args!r}")
     if kind in ("choice", "grid"):
-        options = [_option(name, kind, a) for a in args]
+        options = [_option(name, kind, a, free) for a in args]
         values = tuple(v for v, _ in options)
         if len(set(map(repr, values))) != len(values):
             raise ValueError(f"{kind} lists a value twice: {list(values)}")
@@ -88,27 +89,27 @@ def parse_param(name: str, raw: Any) -> Param:
         if len(args) != 2:
             raise ValueError(f"{kind} takes [low, high], got {args!r}")
         low, high = (_number(v, kind) for v in args)
-        if is_integer(name):
+        if is_integer(name) and not (free and name not in LOOP_KEYS):
             raise ValueError(f"{name} is an integer; use {{int: [{args[0]}, {args[1]}]}}")
         _check_bounds(kind, low, high, log=kind == "loguniform")
-        check_value(name, low), check_value(name, high)
+        check_value(name, low, free), check_value(name, high, free)
         return Uniform(float(low), float(high), log=kind == "loguniform")
     # int / logint
     if len(args) not in (2, 3) or not all(isinstance(v, int) and not isinstance(v, bool) for v in args):
         raise ValueError(f"{kind} takes integers [low, high] or [low, high, step], got {args!r}")
     low, high, step = args[0], args[1], (args[2] if len(args) == 3 else 1)
     _check_bounds(kind, low, high, log=kind == "logint")
-    check_value(name, low), check_value(name, high)
+    check_value(name, low, free), check_value(name, high, free)
     if step < 1 or (high - low) % step:
         raise ValueError(f"step {step} must be >= 1 and divide high - low ({high - low})")
     return IntRange(low, high, step, log=kind == "logint")
 
 
-def _option(name: str, kind: str, raw: Any) -> tuple[Any, dict[str, "Param"]]:
+def _option(name: str, kind: str, raw: Any, free: bool = False) -> tuple[Any, dict[str, "Param"]]:
     """One option of a choice: a plain value, or {value: V, space: {...}} for a branch whose
     hyperparameters exist only when V is chosen (a tree-structured space)."""
     if not isinstance(raw, dict):
-        return check_value(name, raw), {}
+        return check_value(name, raw, free), {}
     if kind != "choice" or "value" not in raw or set(raw) - {"value", "space"}:
         raise ValueError(f"an option with a sub-space is written {{value: V, space: {{...}}}} "
                          f"inside a choice, got {raw!r}")
@@ -120,12 +121,12 @@ def _option(name: str, kind: str, raw: Any) -> tuple[Any, dict[str, "Param"]]:
         if key in (name, "architecture"):
             raise ValueError(f"option {raw['value']!r} cannot set {key} again in its sub-space")
         try:
-            branch[key] = parse_param(key, value)
+            branch[key] = parse_param(key, value, free)
         except ValueError as e:
             raise ValueError(f"{raw['value']!r} -> {key}: {e}") from None
         if isinstance(branch[key], Grid):
             raise ValueError(f"{raw['value']!r} -> {key}: use choice inside a sub-space, not grid")
-    return check_value(name, raw["value"]), branch
+    return check_value(name, raw["value"], free), branch
 
 
 def is_conditional(params: dict[str, "Param"]) -> bool:

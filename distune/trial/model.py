@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 import keras
 
 from distune.space.hyperparams import Hyperparams
@@ -91,3 +90,20 @@ def build_model(hp: Hyperparams, steps_per_epoch: int, epochs: int) -> keras.Mod
 
 def current_learning_rate(model: keras.Model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def reshape_for(model: keras.Model, x):
+    """Images in the shape the model takes: (784,), (28, 28), (28, 28, 1), ..."""
+    return x.reshape((-1, *model.input_shape[1:]))
+
+
+def wants_one_hot(model: keras.Model) -> bool:
+    """A user's model compiled with categorical cross-entropy trains on one-hot labels (as in
+    KerasTuner's guides, which call to_categorical); distune's own use integer labels."""
+    loss = getattr(model, "loss", None)
+    name = loss if isinstance(loss, str) else type(loss).__name__
+    return name in ("categorical_crossentropy", "CategoricalCrossentropy")
+
+
+def labels_for(model: keras.Model, y):
+    return keras.utils.to_categorical(y, 10) if wants_one_hot(model) else y

@@ -9,7 +9,7 @@ import numpy as np
 from ray import tune
 
 from distune.config.schema import Experiment
-from distune.space.hyperparams import Hyperparams
+from distune.trial.usermodel import trial_inputs
 from distune.trial.training import trial_hyperparams, trial_seed
 from distune.trial.worker import TrainingProcess
 from distune.results.values import plain
@@ -29,8 +29,9 @@ class MnistTrainable(tune.Trainable):
     def _start(self, config: dict[str, Any]) -> None:
         config = {k: plain(v) for k, v in config.items()}  # numpy scalars from some searchers
         exp = self.experiment
-        self.process.start(Hyperparams.model_validate(trial_hyperparams(config)), exp.train,
-                           trial_seed(exp.run.seed, config), exp.search.cv_folds, exp.run.seed)
+        hp, user = trial_inputs(exp.model.code, bool(exp.model.keras_tuner), trial_hyperparams(config))
+        self.process.start(hp, exp.train, trial_seed(exp.run.seed, config), exp.search.cv_folds,
+                           exp.run.seed, user)
 
     def step(self) -> dict[str, Any]:
         return {**self.process.call("run_epoch"), "training_pid": self.process.pid,

@@ -3,7 +3,6 @@ Trainable wraps this, and the refit of the winner and the tests use it directly.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
@@ -13,14 +12,18 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from distune.config.schema import MIN_FOLD_IMAGES, TrainConfig
 from distune.errors import DistuneError
+from distune.ops.environment import quiet_tensorflow, stderr_silenced
 from distune.space.hyperparams import Hyperparams
 from distune.results.layout import BEST_WEIGHTS_FILE, CHECKPOINT_MODEL_FILE, CV_FILE, STATE_FILE
+
+if TYPE_CHECKING:
+    from distune.trial.usermodel import UserModel
 
 RETRAIN_KEYS = {"config", "seed"}  # a select-stage retrain's config (see trial_hyperparams)
 
@@ -47,7 +50,7 @@ def configure_tensorflow(threads: int | None = None) -> None:
 
 def _configure(threads: int | None) -> None:
     tf = import_tensorflow()
-    with _stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
+    with stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
         tf.config.list_physical_devices("GPU")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3":
         tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when a reused actor builds anew
@@ -63,29 +66,9 @@ def _configure(threads: int | None) -> None:
 
 def import_tensorflow():
     """TensorFlow and Keras imported, no op run: what distune.trial.zygote forks from."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    with _stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
-        # TF's C++ start-up lines ignore TF_CPP_MIN_LOG_LEVEL: silence the fd while it loads.
-        import tensorflow as tf
-
-        importlib.import_module("distune.trial.model")  # Keras, and the model builder
+    tf = quiet_tensorflow()
+    importlib.import_module("distune.trial.model")  # and the model builder
     return tf
-
-
-@contextlib.contextmanager
-def _stderr_silenced(active: bool):
-    if not active:
-        yield
-        return
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
 
 
 def trial_seed(run_seed: int, config: dict[str, Any]) -> int:
@@ -138,20 +121,22 @@ class Training:
     """One model, its data views and its epoch counter; `run_epoch` is one unit of Tune time."""
 
     def __init__(self, hp: Hyperparams, data: dict[str, np.ndarray], train: TrainConfig, seed: int,
-                 rows: np.ndarray | None = None):
-        """`rows`: train on these rows of x_train only (a cross-validation fold, without a copy)."""
+                 rows: np.ndarray | None = None, user: UserModel | None = None):
+        """`rows`: train on these rows of x_train only (a cross-validation fold, without a copy).
+        `user`: the user's model function, else distune's own model for `hp`."""
         import keras
 
-        from distune.trial.model import build_model, input_shape
+        from distune.trial.model import labels_for, reshape_for
+        from distune.trial.usermodel import make_model
 
         self.hp, self.train, self.seed = hp, train, seed
         self.epochs = hp.epochs or train.epochs
-        shape = (-1, *input_shape(hp.architecture))
-        self.x, self.y = data["x_train"].reshape(shape), data["y_train"]
-        self.x_val, self.y_val = data["x_val"].reshape(shape), data["y_val"]
-        self.rows = np.arange(len(self.x)) if rows is None else rows
+        self.rows = np.arange(len(data["x_train"])) if rows is None else rows
         keras.utils.set_random_seed(seed)
-        self.model = build_model(hp, math.ceil(len(self.rows) / hp.batch_size), self.epochs)
+        self.model = make_model(hp, user, math.ceil(len(self.rows) / hp.batch_size), self.epochs)
+        self.x, self.y = reshape_for(self.model, data["x_train"]), labels_for(self.model, data["y_train"])
+        self.x_val = reshape_for(self.model, data["x_val"])
+        self.y_val = labels_for(self.model, data["y_val"])
         self.epoch = 0
         self.best_val_loss = math.inf
         self.wait = 0  # epochs since val_loss last improved
@@ -345,7 +330,7 @@ class CrossValidated(Training):
     `cv.json`."""
 
     def __init__(self, hp: Hyperparams, data: dict[str, np.ndarray], train: TrainConfig, seed: int,
-                 folds: int, fold_seed: int):
+                 folds: int, fold_seed: int, user: UserModel | None = None):
         x = np.concatenate([data["x_train"], data["x_val"]])
         y = np.concatenate([data["y_train"], data["y_val"]])
         if len(x) // folds < MIN_FOLD_IMAGES:
@@ -355,7 +340,8 @@ class CrossValidated(Training):
         per_fold = train.model_copy(update={"early_stopping": None})  # judged here, on the means
         self.folds = [
             Training(hp, {"x_train": x, "y_train": y, "x_val": x[val], "y_val": y[val]}, per_fold,
-                     trial_seed(seed, {"fold": i}), rows=np.concatenate(parts[:i] + parts[i + 1:]))
+                     trial_seed(seed, {"fold": i}), rows=np.concatenate(parts[:i] + parts[i + 1:]),
+                     user=user)
             for i, val in enumerate(parts)]
         self.hp, self.train, self.seed = hp, train, seed
         self.epochs, self.epoch = self.folds[0].epochs, 0
@@ -411,8 +397,8 @@ class CrossValidated(Training):
 
 
 def make_training(hp: Hyperparams, data: dict[str, np.ndarray], train: TrainConfig, seed: int,
-                  folds: int = 1, fold_seed: int = 0) -> Training:
+                  folds: int = 1, fold_seed: int = 0, user: UserModel | None = None) -> Training:
     """One validation split, or k-fold cross-validation (search.cv_folds) seeded by fold_seed."""
     if folds > 1:
-        return CrossValidated(hp, data, train, seed, folds, fold_seed)
-    return Training(hp, data, train, seed)
+        return CrossValidated(hp, data, train, seed, folds, fold_seed, user)
+    return Training(hp, data, train, seed, user=user)

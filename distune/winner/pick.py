@@ -13,12 +13,12 @@ import numpy as np
 from distune.config.schema import Experiment
 from distune.trial.data import Splits
 from distune.errors import DistuneError
-from distune.space.hyperparams import Hyperparams
 from distune.ops.storage import checkpoint_path, in_mirror, local_copy
 from distune.results.layout import CHECKPOINT_MODEL_FILE
 from distune.results.records import TrialRecord, sort_best_first, trial_status
 from distune.results.values import better, plain_config
 from distune.trial.training import Training, checkpoint_problem, trial_seed
+from distune.trial.usermodel import trial_inputs
 
 
 def pick_winner(analysis, exp: Experiment) -> TrialRecord:
@@ -77,12 +77,12 @@ def evaluate_checkpoint(winner: TrialRecord, splits: Splits) -> tuple[float, flo
 
 def refit(winner: TrialRecord, exp: Experiment, splits: Splits, out_dir: Path) -> tuple[float, float, Path]:
     """Retrain the winning config on train + validation for the epochs it needed, then test."""
-    hp = Hyperparams.model_validate(winner.config)
+    hp, user = trial_inputs(exp.model.code, bool(exp.model.keras_tuner), winner.config)
     data = {"x_train": np.concatenate([splits.x_train, splits.x_val]),
             "y_train": np.concatenate([splits.y_train, splits.y_val]),
             "x_val": splits.x_val, "y_val": splits.y_val}  # no held-out data is left: reported only
     train = exp.train.model_copy(update={"early_stopping": None})
-    training = Training(hp, data, train, trial_seed(exp.run.seed, winner.config))
+    training = Training(hp, data, train, trial_seed(exp.run.seed, winner.config), user=user)
     for _ in range(max(1, winner.epoch)):
         training.run_epoch()
     model_file = out_dir / f".refit-{CHECKPOINT_MODEL_FILE}"
@@ -91,10 +91,10 @@ def refit(winner: TrialRecord, exp: Experiment, splits: Splits, out_dir: Path) -
 
 
 def _evaluate(model, config: dict[str, Any], splits: Splits) -> tuple[float, float]:
-    from distune.trial.model import input_shape
+    from distune.trial.model import labels_for, reshape_for
 
-    x = splits.x_test.reshape((-1, *input_shape(config.get("architecture", "mlp"))))
-    loss, accuracy = model.evaluate(x, splits.y_test, batch_size=1024, verbose=0)
+    loss, accuracy = model.evaluate(reshape_for(model, splits.x_test), labels_for(model, splits.y_test),
+                                    batch_size=1024, verbose=0)
     return float(loss), float(accuracy)
 
 
