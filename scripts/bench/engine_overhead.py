@@ -6,7 +6,7 @@ and (b) by distune (Ray Tune, the same configs as search.initial_points, `--slot
 trials of one CPU each, actors reused, a checkpoint every epoch).
 
     python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz            # 16 x 2 epochs, 10k
-    python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz --quick    # 2 x 1 epoch, 1k
+    python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz --quick    # 2 x 1 epoch, 1k, 1 slot
 
 Both wall times count from nothing running to every trial done: the plain loops' from starting
 their processes (interpreter, imports, data) to the last one ending; distune's from starting
@@ -197,15 +197,15 @@ def mean(xs) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("DISTUNE_MNIST"))
-    ap.add_argument("--quick", action="store_true", help="2 trials, 1 epoch, 1,000 images")
+    ap.add_argument("--quick", action="store_true", help="2 trials, 1 epoch, 1,000 images, 1 slot")
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--subset", type=int, default=10000, help="training images (10%% held out)")
     ap.add_argument("--slots", type=int, default=2, help="concurrent distune trials, 1 CPU each")
     ap.add_argument("--seed", type=int, default=0, help="seeds the list of configs")
     args = ap.parse_args()
-    if args.quick:
-        args.trials, args.epochs, args.subset = 2, 1, 1000
+    if args.quick:  # one slot: its second trial is the warm one
+        args.trials, args.epochs, args.subset, args.slots = 2, 1, 1000, 1
 
     from distune.ops import quiet_environment
 
