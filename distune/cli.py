@@ -219,7 +219,7 @@ def cmd_show(args) -> int:
     directory = experiment_path(args.name, args.storage)
     exp = load_saved_experiment(directory)
     table = trials_table(open_analysis(directory), exp.search.metric, exp.search.mode,
-                         exp.train.epochs)
+                         exp.train.epochs, finished=(directory / BEST_FILE).is_file())
     print(f"{where(directory)}: {len(table)} trials, ranked by best {exp.search.metric} ({exp.search.mode})")
     print(format_table(table, args.top))
     if (directory / BEST_FILE).is_file():

@@ -104,7 +104,8 @@ def finish(exp: Experiment, directory: Path, splits, analysis, *, refit: bool, s
     from distune.sweep.tracking import try_log_winner  # Ray's logger classes
 
     configure_tensorflow()
-    records = from_analysis(analysis, exp.search.metric, exp.search.mode, exp.train.epochs)
+    records = from_analysis(analysis, exp.search.metric, exp.search.mode, exp.train.epochs,
+                            finished=True)  # fit returned: the sweep is over
     table = to_table(records, exp.search.metric)
     write_atomic(directory / TABLE_FILE, table.to_csv(index=False))
     best, selection = W.pick_winner(analysis, exp), None

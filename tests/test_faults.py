@@ -21,6 +21,9 @@ pytestmark = pytest.mark.slow
 
 SPACE = "{hidden_layers: 1, units: {choice: [16, 32, 64]}, learning_rate: {loguniform: [1.0e-3, 1.0e-2]}}"
 ASHA_SPACE = "{hidden_layers: 1, units: 32, learning_rate: {grid: [0.003, 0.005, 0.01, 1.0e-6]}}"
+# HyperBand with max_t 3, eta 2: trials 1-3 fill a bracket that runs all 3 epochs, trials 4-6
+# one that halves after epoch 1 (the hopeless 1e-6 stops there) and ends the rest at epoch 2.
+HB_SPACE = "{hidden_layers: 1, units: 32, learning_rate: {grid: [0.003, 0.005, 0.01, 0.004, 0.006, 1.0e-6]}}"
 
 
 def start_run(mnist_path, storage: Path, name: str, samples: int, epochs: int, *extra: str):
@@ -130,7 +133,7 @@ def replayed_suggestions(directory: Path, results: dict[str, list[dict]]) -> lis
 def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnist_path, tmp_path):
     """The driver and its local Ray SIGKILLed mid-sweep, as in a reboot, then resumed: per
     model-based searcher past its random phase (Ray saves their states, each its own way),
-    and for ASHA's records (Ray does not save schedulers). The drivers run side by side,
+    and for ASHA's records and HyperBand's brackets (Ray does not save schedulers). The drivers run side by side,
     each with its own Ray, as users' sweeps would; the resumes run here, on the suite's Ray,
     through the same `resume` that `distune resume` calls (the Ctrl-C test runs that
     command; it also covers the random searcher)."""
@@ -149,6 +152,14 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
                               "--scheduler", "asha", "--set", f"model.space={ASHA_SPACE}",
                               "--set", "schedule.options={grace_period: 1, reduction_factor: 2}",
                               "--set", "resources.max_concurrent_trials=1"), tmp_path / "asha")
+    # HyperBand's brackets across the fault. Ray re-adds restored trials most recent first and
+    # saves no scheduler: without distune's placement and replay, finished trials sit in new
+    # brackets without results, rungs never close, and trials end paused or ungraded. (No
+    # concurrency limit: HyperBand's paused trials would hold the grid generator's slots.)
+    runs["hyperband"] = (start_run(mnist_path, tmp_path / "hyperband", "kill", 1, 3, "--searcher", "grid",
+                                   "--scheduler", "hyperband", "--set", f"model.space={HB_SPACE}",
+                                   "--set", "schedule.options={reduction_factor: 2}",
+                                   "--set", "resources.max_concurrent_trials=null"), tmp_path / "hyperband")
 
     def kill_after_three(proc) -> None:  # each at its own moment, while its sweep still runs
         wait_for_lines(proc, lambda ls: sum(" after " in line for line in ls) >= 3)
@@ -167,7 +178,7 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
         summary = resume(directory, say=lambda _: None)
         t = table(storage, "kill")
         assert json.loads((directory / "best.json").read_text())["trial"] in set(t.trial)
-        if searcher == "asha":
+        if searcher in ("asha", "hyperband"):
             continue
         after = trial_results(directory)
         assert len(t) == 5 == summary.trials and set(t.status) == {"completed"}, searcher
@@ -186,6 +197,11 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
     t = table(tmp_path / "asha", "kill").sort_values("trial")
     assert list(t.status) == ["completed"] * 3 + ["stopped"], t
     assert list(t.epochs) == [3, 3, 3, 1], "ASHA decided otherwise after the resume"
+    t = table(tmp_path / "hyperband", "kill").sort_values("trial")
+    order = sorted(t.trial, key=lambda tid: created_order(tmp_path / "hyperband" / "kill").index(tid))
+    t = t.set_index("trial").loc[order]
+    assert list(t.epochs) == [3, 3, 3, 2, 2, 1], ("HyperBand decided otherwise after the resume", t)
+    assert list(t.status) == ["completed"] * 3 + ["stopped"] * 3, t
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(mnist_path, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 from distune.config import TrainConfig, load_experiment, validate
 from distune.errors import ConfigError
+from distune.ops import read_code
 from distune.trial import Training, trial_inputs
 
 EXAMPLE = REPO / "examples" / "keras_tuner" / "experiment.yaml"
@@ -90,8 +91,7 @@ def test_a_user_model_checkpoints_and_resumes_exactly(tiny, tmp_path, keras_tune
     else:
         (tmp_path / "b.py").write_text(BUILDER)
         spec, values = f"{tmp_path}/b.py:build", {"width": 24, "learning_rate": 3e-3, "batch_size": 32}
-    exp = validate({"model": {"keras_tuner" if keras_tuner else "builder": spec}})
-    hp, user = trial_inputs(exp.model.code, keras_tuner, values)
+    hp, user = trial_inputs(read_code(spec), keras_tuner, values)  # (validation: tests above)
     a = Training(hp, tiny, TrainConfig(epochs=2), seed=7, user=user)
     assert a.y.ndim == (2 if keras_tuner else 1)
     assert float(a.model.optimizer.learning_rate) == pytest.approx(3e-3)
@@ -112,12 +112,12 @@ def test_pbt_carries_a_user_models_weights_into_a_mutated_config(tiny, tmp_path)
     """A PBT exploit: a trial built from a mutated config takes the donor's weights and
     optimizer state, and keeps its own learning rate."""
     (tmp_path / "b.py").write_text(BUILDER)
-    exp = validate({"model": {"builder": f"{tmp_path}/b.py:build"}})
-    donor_hp, donor = trial_inputs(exp.model.code, False, {"width": 16, "learning_rate": 1e-3})
+    code = read_code(f"{tmp_path}/b.py:build")
+    donor_hp, donor = trial_inputs(code, False, {"width": 16, "learning_rate": 1e-3})
     t = Training(donor_hp, tiny, TrainConfig(epochs=2), seed=1, user=donor)
     t.run_epoch()
     t.save(tmp_path)
-    hp, mutated = trial_inputs(exp.model.code, False, {"width": 16, "learning_rate": 5e-3})
+    hp, mutated = trial_inputs(code, False, {"width": 16, "learning_rate": 5e-3})
     copy = Training(hp, tiny, TrainConfig(epochs=2), seed=2, user=mutated)
     copy.load(tmp_path)
     assert all(map(np.array_equal, copy.model.get_weights(), t.model.get_weights()))
@@ -190,11 +190,12 @@ def test_a_bad_model_function_gets_one_paragraph_before_anything_trains(tmp_path
 @pytest.mark.slow
 def test_the_guides_keras_tuner_model_sweeps_with_hyperopt_and_asha(ray_local, mnist_path, tmp_path):
     """examples/keras_tuner as shipped, on a small slice: ordinary trials with the function's
-    own hyperparameters in the results, the winner tested once and exported."""
+    own hyperparameters in the results, the winner tested once and exported, the report
+    written (its confusion matrix from the exported model's predictions)."""
     from distune import run
 
     exp, stem = load_experiment(str(EXAMPLE), [
-        "search.num_samples=4", "train.epochs=2", "data.train_subset=2000", "run.report=false"],
+        "search.num_samples=4", "train.epochs=2", "data.train_subset=2000"],
         {"data": str(mnist_path), "storage": str(tmp_path), "name": "kt"})
     summary = run(exp, stem, say=lambda _: None)
     table = pd.read_csv(summary.directory / "results.csv")
@@ -203,6 +204,8 @@ def test_the_guides_keras_tuner_model_sweeps_with_hyperopt_and_asha(ray_local, m
     assert "config/architecture" not in table.columns
     assert summary.test_accuracy > 0.8 and (summary.directory / "best_model.keras").is_file()
     assert set(summary.best_config) >= {"num_layers", "units_0", "activation", "dropout", "lr"}
+    report = (summary.directory / "report.html").read_text()
+    assert "num_layers" in report and "confusion" in report.lower()
 
 
 def test_a_builders_own_names_are_its_business(tmp_path):

@@ -39,9 +39,9 @@ class Chart:
 def report_of(directory: Path) -> Path:
     """`distune report NAME`: the report of an experiment on disk, finished or still running."""
     exp = load_saved_experiment(directory)
-    table = trials_table(open_analysis(directory), exp.search.metric, exp.search.mode,
-                         exp.train.epochs)
     file = directory / BEST_FILE
+    table = trials_table(open_analysis(directory), exp.search.metric, exp.search.mode,
+                         exp.train.epochs, finished=file.is_file())
     return write_report(exp, directory, table, json.loads(file.read_text()) if file.is_file() else None)
 
 

@@ -55,8 +55,10 @@ def sort_best_first(records: list[TrialRecord], mode: str) -> list[TrialRecord]:
                                           0.0 if math.isnan(r.score) else best_first(r.score, mode)))
 
 
-def from_analysis(analysis, metric: str, mode: str, default_epochs: int) -> list[TrialRecord]:
-    """Every trial of Ray's analysis, best first, its score the best epoch's metric."""
+def from_analysis(analysis, metric: str, mode: str, default_epochs: int,
+                  finished: bool = False) -> list[TrialRecord]:
+    """Every trial of Ray's analysis, best first, its score the best epoch's metric.
+    `finished`: the sweep is over, so a trial HyperBand left paused was stopped by it."""
     records = []
     frames = analysis.trial_dataframes
     for trial in analysis.trials:
@@ -69,7 +71,7 @@ def from_analysis(analysis, metric: str, mode: str, default_epochs: int) -> list
             epoch = int(frame["training_iteration"][at]) if "training_iteration" in frame else 0
         target = trial.config.get("epochs") or default_epochs
         records.append(TrialRecord(
-            trial.trial_id, plain_config(dict(trial.config)), trial_status(trial, last, target),
+            trial.trial_id, plain_config(dict(trial.config)), trial_status(trial, last, target, finished),
             score, epoch, int(last.get("training_iteration", 0)),
             last={"val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
                   "time_s": round(last.get("time_total_s", 0.0), 1)}))

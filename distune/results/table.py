@@ -57,9 +57,11 @@ def open_analysis(exp_dir: str | Path):
                            "not a distune experiment directory).") from None
 
 
-def trials_table(analysis, metric: str, mode: str, default_epochs: int) -> pd.DataFrame:
-    """One row per trial, best first: status, epochs, best and last metrics, config."""
-    return to_table(from_analysis(analysis, metric, mode, default_epochs), metric)
+def trials_table(analysis, metric: str, mode: str, default_epochs: int,
+                 finished: bool = False) -> pd.DataFrame:
+    """One row per trial, best first: status, epochs, best and last metrics, config.
+    `finished`: the sweep is over (its winner is written)."""
+    return to_table(from_analysis(analysis, metric, mode, default_epochs, finished), metric)
 
 
 def format_table(table: pd.DataFrame, limit: int | None = None) -> str:

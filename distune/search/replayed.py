@@ -1,6 +1,7 @@
 """Schedulers that survive a resume. Ray saves the searcher with the experiment but not the
-scheduler (ray-project/ray#30838): after `Tuner.restore`, ASHA's rungs and the median rule's
-histories start empty, and trials an uninterrupted sweep would stop train on. Tune re-adds
+scheduler (ray-project/ray#30838): after `Tuner.restore`, ASHA's rungs, the median rule's
+histories and HyperBand's brackets start empty, and trials an uninterrupted sweep would stop
+train on. Tune re-adds
 every restored trial through `on_trial_add`; each such trial's reported epochs (Ray's JSON
 lines beside its checkpoints) are replayed into the scheduler there, so its records are what
 they were before the fault and its later decisions the same."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import AsyncHyperBandScheduler, MedianStoppingRule
+from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler, MedianStoppingRule
 
 from distune.results import RESULTS_LOG_FILE
 
@@ -47,3 +48,81 @@ class ResumableASHA(Replayed, AsyncHyperBandScheduler):
 
 class ResumableMedian(Replayed, MedianStoppingRule):
     pass
+
+
+def creation_index(trial: Trial) -> int:
+    """The order Tune created a trial in: its experiment tag starts with that counter (both
+    Tune's generators write it, and it is restored with the trial)."""
+    head = str(trial.experiment_tag or "").split("_", 1)[0]
+    return int(head) if head.isdigit() else 1 << 30
+
+
+class ResumableHyperBand(HyperBandScheduler):
+    """Synchronous HyperBand across a resume. Ray re-adds restored trials most recent first,
+    and HyperBand fills brackets in the order trials arrive: the brackets would be made anew,
+    finished trials would sit in them forever without results, and their rungs never close.
+    Here trials are placed when the scheduler is next asked to decide, in creation order (as
+    an uninterrupted sweep placed them), and each bracket's rungs are replayed from its
+    trials' reported epochs: the halvings already made are made again, and a trial waiting at
+    an unfinished rung waits again (PAUSED) instead of training past it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._arrived: list[Trial] = []
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        self._arrived.append(trial)
+
+    def _place(self, tune_controller) -> None:
+        arrived, self._arrived = sorted(self._arrived, key=creation_index), []
+        histories = {}
+        for trial in arrived:
+            super().on_trial_add(tune_controller, trial)
+            if history := earlier_results(trial, self._time_attr):
+                histories[trial] = history
+        brackets = list(dict.fromkeys(self._trial_info[t][0] for t in histories))
+        for bracket in brackets:
+            self._replay(tune_controller, bracket, histories)
+
+    def _replay(self, tune_controller, bracket, histories: dict) -> None:
+        attr, ended = self._time_attr, (Trial.TERMINATED, Trial.ERROR)
+        while bracket.current_trials():
+            milestone, waiting, reached = bracket._cumul_r, False, []
+            for trial in bracket.current_trials():
+                rows = [r for r in histories.get(trial, ()) if r[attr] <= milestone]
+                if rows:
+                    bracket.update_trial_stats(trial, rows[-1])
+                if rows and rows[-1][attr] >= milestone:
+                    reached.append(trial)
+                elif trial.status in ended:  # ended on its own: done early, diverged, failed
+                    bracket.cleanup_trial(trial)
+                else:
+                    waiting = True  # still on its way to this rung
+            if waiting:  # the rung is open: who reached it waits, as it did before the fault
+                for trial in reached:
+                    if trial.status == Trial.PENDING:
+                        tune_controller._set_trial_status(trial, Trial.PAUSED)
+                return
+            if not bracket.current_trials() or bracket.finished():
+                for trial in bracket.current_trials():
+                    if trial.status not in ended:
+                        tune_controller.stop_trial(trial)
+                return
+            good, bad = bracket.successive_halving(self._metric, self._metric_op)
+            self._num_stopped += len(bad)
+            for trial in bad:
+                bracket.cleanup_trial(trial)
+                if trial.status not in ended:  # the fault came before Tune saved the stop
+                    tune_controller.stop_trial(trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        self._place(tune_controller)
+        return super().choose_trial_to_run(tune_controller)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict):
+        self._place(tune_controller)
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        self._place(tune_controller)
+        super().on_trial_remove(tune_controller, trial)

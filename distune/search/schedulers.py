@@ -55,9 +55,9 @@ class HyperbandOptions(Options):
 @SCHEDULERS.add("hyperband", "synchronous Hyperband: brackets of successive halving",
                 HyperbandOptions)
 def _hyperband(opts: HyperbandOptions, ctx: Context):
-    from ray.tune.schedulers import HyperBandScheduler
+    from distune.search.replayed import ResumableHyperBand
 
-    return HyperBandScheduler(time_attr=EPOCHS, max_t=opts.max_t or ctx.max_epochs,
+    return ResumableHyperBand(time_attr=EPOCHS, max_t=opts.max_t or ctx.max_epochs,
                               reduction_factor=opts.reduction_factor)
 
 
