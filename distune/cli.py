@@ -25,6 +25,7 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--searcher", help="search.searcher")
     p.add_argument("--scheduler", help="schedule.scheduler")
     p.add_argument("--samples", type=int, help="search.num_samples")
+    p.add_argument("--backend", choices=["tensorflow", "jax"], help="train.backend: Keras's backend in the trials")
     p.add_argument("--data", help="data.path: an MNIST .npz in Keras's layout")
     p.add_argument("--storage", help=f"run.storage (default {DEFAULT_STORAGE})")
     p.add_argument("--name", help="run.name")

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
     ("scripts/bench/memory.py", "worker_rss_growth_mb_per_trial: "),
     ("scripts/bench/search_quality.py", "best_searcher_scheduler_val_accuracy: "),
     ("scripts/bench/trial_startup.py", "trial_first_epoch_forked_s: "),
+    ("scripts/bench/backends.py", "jax_speedup_mlp_128: "),
 ])
 def test_quick_mode(script, headline, mnist_path):
     r = subprocess.run([sys.executable, script, "--quick", "--data", str(mnist_path)], cwd=REPO,

@@ -79,6 +79,7 @@ def test_conditional_scopes_become_a_tree(tmp_path):
             False, {"value": True, "space": {"momentum": {"choice": [0.5, 0.7, 0.9]}}}]}}}]}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keras_tuner", [False, True])
 def test_a_user_model_checkpoints_and_resumes_exactly(tiny, tmp_path, keras_tuner):
     """Weights and optimizer state restored exactly into a fresh build; the next epoch equals

@@ -27,6 +27,7 @@ FLAG_FIELDS = {
     "storage": "run.storage",
     "name": "run.name",
     "address": "run.address",
+    "backend": "train.backend",
 }
 
 def presets() -> dict[str, str]:

@@ -117,6 +117,8 @@ class TrainConfig(Section):
     early_stopping: EarlyStopping | None = Field(None, description="stop a trial that stops improving; keeps best weights")
     max_loss: float = Field(1e3, gt=0, description="a trial whose loss exceeds this (or is NaN) has diverged")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    backend: Literal["tensorflow", "jax"] = Field("tensorflow", description="Keras's backend in "
+                                                  "the trials (scripts/bench/backends.py measures both)")
 
 
 class SearchConfig(Section):

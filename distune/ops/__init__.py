@@ -9,6 +9,7 @@ _NAMES = {
     "UserCode": "usercode",
     "UserCodeError": "usercode",
     "anchor_code": "usercode",
+    "backend_environment": "environment",
     "read_code": "usercode",
     "NotPrivate": "private",
     "QUIET_ENV": "environment",

@@ -109,15 +109,32 @@ def protect_token() -> None:
         pass  # no token file (RAY_AUTH_TOKEN in the environment), or not ours to change
 
 
-def quiet_tensorflow():
+def backend_environment(backend: str, threads: int, gpu_share: float = 0.0) -> dict[str, str]:
+    """What a trial's training process needs set before Keras is imported: the backend, and
+    for JAX its CPU thread count (XLA's Eigen pool ignores TensorFlow's settings) and its GPU
+    memory: JAX would otherwise take 75 % of the device, so fractional GPUs could not pack."""
+    env = {"KERAS_BACKEND": backend}
+    if backend == "jax":
+        env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                            f"intra_op_parallelism_threads={threads}")
+        if 0 < gpu_share < 1:
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 * gpu_share:.3f}"
+    return env
+
+
+def quiet_tensorflow(initialise: bool = False):
     """TensorFlow and Keras imported without TF's C++ start-up lines, which ignore
-    TF_CPP_MIN_LOG_LEVEL (the fd is silenced while it loads); no op run."""
+    TF_CPP_MIN_LOG_LEVEL (the fd is silenced while it loads); no op run, unless `initialise`:
+    then its runtime is started too, silenced (a driver about to run a user's model code;
+    never the zygote, which must fork before any TF thread exists)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     with stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
         import tensorflow as tf
 
         importlib.import_module("keras")
+        if initialise:
+            tf.config.list_physical_devices("GPU")
     return tf
 
 

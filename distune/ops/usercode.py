@@ -46,7 +46,7 @@ class UserCode:
         if module is None:
             from distune.ops.environment import quiet_tensorflow
 
-            quiet_tensorflow()  # what a model file imports first, without TF's start-up lines
+            quiet_tensorflow(initialise=True)  # what a model file runs first, without TF's start-up lines
             module = types.ModuleType(self.module_name)
             module.__file__ = self.origin
             sys.modules[self.module_name] = module

@@ -3,12 +3,14 @@ runs in the actor's child process (see distune.trial.worker for why)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 from ray import tune
 
 from distune.config.schema import Experiment
+from distune.ops.environment import backend_environment
 from distune.trial.usermodel import trial_inputs
 from distune.trial.training import trial_hyperparams, trial_seed
 from distune.trial.worker import TrainingProcess
@@ -23,7 +25,10 @@ class MnistTrainable(tune.Trainable):
         import ray
 
         self.experiment, self.node = experiment, ray.get_runtime_context().get_node_id()
-        self.process = TrainingProcess(data, threads=max(1, int(experiment.resources.cpus_per_trial)))
+        threads = max(1, int(experiment.resources.cpus_per_trial))
+        os.environ.update(backend_environment(  # for the child's Keras, imported after this
+            experiment.train.backend, threads, float(experiment.resources.gpus_per_trial)))
+        self.process = TrainingProcess(data, threads=threads)
         self._start(config)
 
     def _start(self, config: dict[str, Any]) -> None:

@@ -170,6 +170,7 @@ class Training:
             "lr": current_learning_rate(self.model),
             "epoch_s": epoch_s,
             "samples_per_s": len(self.rows) / epoch_s,
+            "backend": keras.backend.backend(),
             "diverged": False,
         }
 
@@ -360,7 +361,7 @@ class CrossValidated(Training):
         return {"epoch": self.epoch, **mean,
                 "val_accuracy_std": float(np.std([r["val_accuracy"] for r in results])),
                 "val_loss_std": float(np.std([r["val_loss"] for r in results])),
-                "lr": results[0]["lr"], "epoch_s": epoch_s,
+                "lr": results[0]["lr"], "epoch_s": epoch_s, "backend": results[0]["backend"],
                 "samples_per_s": sum(len(f.rows) for f in self.folds) / epoch_s,
                 "folds": len(self.folds), "diverged": any(r["diverged"] for r in results)}
 

@@ -95,7 +95,7 @@ def dry_build(exp) -> None:
         return
     from distune.ops.environment import quiet_tensorflow
 
-    quiet_tensorflow()  # before the function's Keras imports TensorFlow, noisily
+    quiet_tensorflow(initialise=True)  # before the function's Keras starts TensorFlow, noisily
     field = "model.keras_tuner" if exp.model.keras_tuner else "model.builder"
     point = sample(exp.model.params, np.random.default_rng(0))
     try:

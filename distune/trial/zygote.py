@@ -46,7 +46,7 @@ def _flavour() -> str:
     PYTHONPATH: Ray jobs ship their own) with the same import-time TensorFlow settings."""
 
     env = sorted((k, v) for k, v in os.environ.items()
-                 if k.startswith(("TF_", "KERAS_")) or k == "PYTHONPATH")
+                 if k.startswith(("TF_", "KERAS_", "XLA_", "JAX_")) or k == "PYTHONPATH")
     key = (sys.executable, str(Path(__file__).resolve().parents[1]), env)
     return hashlib.blake2b(repr(key).encode(), digest_size=6).hexdigest()
 
