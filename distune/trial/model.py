@@ -82,7 +82,12 @@ def build_model(hp: Hyperparams, steps_per_epoch: int, epochs: int) -> keras.Mod
         if hp.dropout > 0:
             x = keras.layers.Dropout(hp.dropout)(x)
     outputs = keras.layers.Dense(10, activation="softmax", kernel_initializer=init())(x)
-    model = keras.Model(inputs, outputs)
+    return compile_model(keras.Model(inputs, outputs), hp, steps_per_epoch, epochs)
+
+
+def compile_model(model: keras.Model, hp: Hyperparams, steps_per_epoch: int, epochs: int) -> keras.Model:
+    """The optimizer and LR schedule of `hp`, on integer labels: distune's models, and a
+    user's builder that returns its model uncompiled."""
     model.compile(optimizer=OPTIMIZERS[hp.optimizer](hp, learning_rate(hp, steps_per_epoch, epochs)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -33,7 +33,7 @@ class UserModel:
         function returned it uncompiled."""
         import keras
 
-        from distune.trial.model import OPTIMIZERS, learning_rate
+        from distune.trial.model import compile_model
 
         function = self.code.load()
         if self.keras_tuner:
@@ -60,9 +60,7 @@ class UserModel:
         if not model.compiled:
             compile_hp = Hyperparams.model_validate(
                 {k: v for k, v in self.values.items() if k in LOOP_KEYS + COMPILE_KEYS})
-            model.compile(optimizer=OPTIMIZERS[compile_hp.optimizer](
-                compile_hp, learning_rate(compile_hp, steps_per_epoch, epochs)),
-                loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            compile_model(model, compile_hp, steps_per_epoch, epochs)
         return model
 
 
