@@ -52,9 +52,20 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def joined_ray(ray_local) -> dict[str, str]:
+    """The environment for a distune process (a CLI driver, a benchmark script) that joins the
+    suite's Ray instead of starting its own, as `run.address` or $RAY_ADDRESS would: no Ray
+    start-up, and the node's zygote has imported TensorFlow already (~10 s of CPU a process).
+    For tests whose point is not a private Ray's start (test_cli and the Ctrl-C test start one)."""
+    return {"RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+
+
 def experiment(mnist_path, tmp_path, **sections):
     """A small, fast experiment on a real MNIST slice, with `sections` merged over it. No
-    report (2-4 s a sweep): the sweeps that test it (`reported_sweep`) turn it on."""
+    report (2-4 s a sweep): the sweeps that test it (`reported_sweep`) turn it on. One trial
+    at a time: the other xdist worker keeps the second core busy, and a second slot costs a
+    second actor and training process (~2.5 s of CPU a sweep); tests of concurrency raise it."""
     from distune.config import validate
 
     raw = {
@@ -63,7 +74,7 @@ def experiment(mnist_path, tmp_path, **sections):
         "train": {"epochs": 2},
         "search": {"searcher": "random", "num_samples": 2},
         "schedule": {"scheduler": "fifo"},
-        "resources": {"cpus_per_trial": 1},
+        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 1},
         "run": {"storage": str(tmp_path / "results"), "name": "t", "seed": 0, "report": False},
     }
     for section, values in sections.items():

@@ -94,12 +94,13 @@ def test_run_then_show(mnist_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_verbose_run_shows_ray_and_finishes(mnist_path, tmp_path):
+def test_verbose_run_shows_ray_and_finishes(joined_ray, mnist_path, tmp_path):
     """--verbose: Ray's own log lines and worker output, and the sweep still saves its
-    state (Ray's progress bars once replaced `print`, and the Tuner could not be pickled)."""
+    state (Ray's progress bars once replaced `print`, and the Tuner could not be pickled).
+    On the suite's Ray: test_run_then_show starts a private one."""
     r = distune("run", "--verbose", "--data", str(mnist_path), "--storage", str(tmp_path),
                 "--name", "loud", "--samples", "1", "--set", "train.epochs=1",
-                "--set", "data.train_subset=300", "--set", "run.report=false")
+                "--set", "data.train_subset=300", "--set", "run.report=false", env=joined_ray)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "Total run time" in r.stderr and "test accuracy: 0." in r.stdout  # Ray's INFO log
 

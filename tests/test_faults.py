@@ -26,14 +26,16 @@ ASHA_SPACE = "{hidden_layers: 1, units: 32, learning_rate: {grid: [0.003, 0.005,
 HB_SPACE = "{hidden_layers: 1, units: 32, learning_rate: {grid: [0.003, 0.005, 0.01, 0.004, 0.006, 1.0e-6]}}"
 
 
-def start_run(mnist_path, storage: Path, name: str, samples: int, epochs: int, *extra: str):
+def start_run(mnist_path, storage: Path, name: str, samples: int, epochs: int, *extra: str,
+              env: dict | None = None):
+    """A `distune run` in its own session; `env`: added to the environment (joined_ray)."""
     cmd = [sys.executable, "-m", "distune", "run", "--data", str(mnist_path), "--storage", str(storage),
            "--name", name, "--samples", str(samples), "--scheduler", "fifo",
            "--set", f"train.epochs={epochs}", "--set", "data.train_subset=1500",
            "--set", f"model.space={SPACE}", "--set", "resources.max_concurrent_trials=2",
            "--set", "run.report=false", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, **(env or {})})
     guard = threading.Timer(300, lambda: proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL))
     guard.daemon = True
     guard.start()
@@ -54,11 +56,12 @@ def table(storage: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(storage / name / "results.csv")
 
 
-def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishes(mnist_path,
+def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishes(joined_ray, mnist_path,
                                                                                  tmp_path):
     """One interrupted driver for two faults: Ctrl-C (state saved, exit 130, the resume
     command printed), then a checkpoint corrupted before the resume (refused with its name;
-    --skip-corrupt resumes anyway, that trial an error, every other finished in full)."""
+    --skip-corrupt resumes anyway, that trial an error, every other finished in full). The
+    driver runs its own local Ray, which Ctrl-C shuts down; the resume joins the suite's."""
     from distune.results import open_analysis
     from distune.sweep import corrupt_checkpoints
 
@@ -89,7 +92,7 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"trial {victim.trial_id}: checkpoint" in r.stderr and "--skip-corrupt" in r.stderr
 
-    r = distune("resume", "sigint", "--storage", str(storage), "--skip-corrupt")
+    r = distune("resume", "sigint", "--storage", str(storage), "--skip-corrupt", env=joined_ray)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "test accuracy" in r.stdout
     t = table(storage, "sigint").set_index("trial")
@@ -130,19 +133,20 @@ def replayed_suggestions(directory: Path, results: dict[str, list[dict]]) -> lis
     return suggested
 
 
-def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnist_path, tmp_path):
-    """The driver and its local Ray SIGKILLed mid-sweep, as in a reboot, then resumed: per
-    model-based searcher past its random phase (Ray saves their states, each its own way),
-    and for ASHA's records and HyperBand's brackets (Ray does not save schedulers). The drivers run side by side,
-    each with its own Ray, as users' sweeps would; the resumes run here, on the suite's Ray,
-    through the same `resume` that `distune resume` calls (the Ctrl-C test runs that
-    command; it also covers the random searcher)."""
+def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mnist_path, tmp_path):
+    """Drivers SIGKILLed mid-sweep, then resumed: per model-based searcher past its random phase
+    (Ray saves their states, each its own way), and for ASHA's records and HyperBand's brackets
+    (Ray does not save schedulers). They run side by side, as users' sweeps would: ASHA's with
+    its own local Ray, killed with it as in a reboot; the others joined the suite's Ray, as
+    drivers on a cluster do, which outlives them. The resumes run here, on the suite's Ray,
+    through the same `resume` that `distune resume` calls (the Ctrl-C test runs that command;
+    it also covers the random searcher)."""
     from distune import resume
 
     phase = {"hyperopt": "n_initial_points", "optuna": "n_startup_trials"}
     runs = {s: (start_run(mnist_path, tmp_path / s, "kill", 5, 2, "--searcher", s,
                           "--set", f"search.options.{option}=2",
-                          "--set", "resources.max_concurrent_trials=1"), tmp_path / s)
+                          "--set", "resources.max_concurrent_trials=1", env=joined_ray), tmp_path / s)
             for s, option in phase.items()}
     # ASHA's records across the fault: one trial at a time, three good learning rates, then
     # a hopeless one, which ASHA stops at its first rung (epoch 1) given the three records
@@ -159,7 +163,8 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
     runs["hyperband"] = (start_run(mnist_path, tmp_path / "hyperband", "kill", 1, 3, "--searcher", "grid",
                                    "--scheduler", "hyperband", "--set", f"model.space={HB_SPACE}",
                                    "--set", "schedule.options={reduction_factor: 2}",
-                                   "--set", "resources.max_concurrent_trials=null"), tmp_path / "hyperband")
+                                   "--set", "resources.max_concurrent_trials=null", env=joined_ray),
+                         tmp_path / "hyperband")
 
     def kill_after_three(proc) -> None:  # each at its own moment, while its sweep still runs
         wait_for_lines(proc, lambda ls: sum(" after " in line for line in ls) >= 3)
@@ -204,12 +209,12 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(ray_local, mnis
     assert list(t.status) == ["completed"] * 3 + ["stopped"] * 3, t
 
 
-def test_killed_worker_is_retried_from_its_checkpoint(mnist_path, tmp_path):
+def test_killed_worker_is_retried_from_its_checkpoint(joined_ray, mnist_path, tmp_path):
     """SIGKILL a trial's worker in the middle of an epoch: the trial continues in a new
     process from its checkpoint (at most one epoch again, never from epoch 1), the console
     names the checkpoint it restarts from, and the other trial is untouched."""
     storage = tmp_path / "store"
-    proc = start_run(mnist_path, storage, "worker", 2, 5, "--set", "data.train_subset=3000")
+    proc = start_run(mnist_path, storage, "worker", 2, 5, "--set", "data.train_subset=3000", env=joined_ray)
     lines = wait_for_lines(proc, lambda ls: any("epoch   2/5" in line for line in ls))
     line = next(line for line in lines if "epoch   2/5" in line)
     trial, epoch_s = line.split()[2], float(line.split("s/epoch")[0].split()[-1])
