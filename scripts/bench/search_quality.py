@@ -15,7 +15,6 @@ by trial number, and each searcher's own time per suggestion as its history grow
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -57,13 +56,13 @@ def main() -> int:
     import ray
 
     from distune.config import validate
-    from distune.ops import QUIET_ENV, local_ray_environment, quiet_environment
+    from distune.ops import quiet_environment
     from distune import run
+    from distune.sweep import start_ray
 
     quiet_environment(verbose=False)
-    local_ray_environment()  # loopback only, token required: as distune run starts it
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-             runtime_env={"env_vars": dict(QUIET_ENV)})
+    os.environ.setdefault("RAY_ADDRESS", "local")  # a private Ray, never a `ray start` one
+    start_ray(validate({}), verbose=False)  # loopback only, token required: as distune run
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as storage:
         for searcher in searchers:
