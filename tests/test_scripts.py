@@ -1,7 +1,7 @@
 """The benchmark scripts keep working: each runs in its --quick mode and prints its headline
-(default_preset.py runs in test_cli.test_run_then_show). Those that start Ray the way the CLI
-does join the suite's instead (joined_ray), as they would a cluster's; trial_startup.py, which
-measures a cold start, starts its own."""
+(default_preset.py runs in test_cli.test_run_then_show). Those that start Ray join the suite's
+instead (joined_ray, as they would a cluster's): the smoke test checks that a script runs and
+prints its headline, not its figures."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("script,headline,joins", [
     ("scripts/bench/memory.py", "worker_rss_growth_mb_per_trial: ", True),
     ("scripts/bench/search_quality.py", "best_searcher_scheduler_val_accuracy: ", True),
-    ("scripts/bench/trial_startup.py", "trial_first_epoch_forked_s: ", False),
+    ("scripts/bench/trial_startup.py", "trial_first_epoch_forked_s: ", True),
     ("scripts/bench/backends.py", "jax_speedup_mlp_128: ", False),
 ])
 def test_quick_mode(script, headline, joins, mnist_path, request):

@@ -196,7 +196,8 @@ def test_the_guides_keras_tuner_model_sweeps_with_hyperopt_and_asha(ray_local, m
     from distune import run
 
     exp, stem = load_experiment(str(EXAMPLE), [
-        "search.num_samples=4", "train.epochs=2", "data.train_subset=2000"],
+        "search.num_samples=4", "train.epochs=2", "data.train_subset=2000",
+        "resources.max_concurrent_trials=1"],  # one actor: see conftest.experiment
         {"data": str(mnist_path), "storage": str(tmp_path), "name": "kt"})
     summary = run(exp, stem, say=lambda _: None)
     table = pd.read_csv(summary.directory / "results.csv")
