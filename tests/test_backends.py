@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +54,25 @@ def test_models_cross_backends_and_jax_resumes_exactly(mnist_path, tmp_path):
 
 def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     """train.backend: jax reaches the trials' training processes (a zygote of its own, as the
-    zygote serves one Keras backend), and the winner, saved under JAX, is tested here."""
+    zygote serves one Keras backend), and the winner, saved under JAX, is tested here. That
+    zygote is started before any trial asks for it (sweep.start_zygotes, which every sweep
+    calls as Tune starts), with the trials' own settings: the sweep forks from it."""
     from distune import run
     from distune.results import open_analysis
+    from distune.sweep import start_zygotes
 
     exp = experiment(mnist_path, tmp_path, train={"epochs": 2, "backend": "jax"})
+    raylet = ray_local.get(ray_local.remote(lambda: os.getppid()).remote())  # a worker's parent
+    homes = lambda: set(Path(tempfile.gettempdir()).glob(f"distune-zygote-{os.getuid()}-{raylet}-*"))  # noqa: E731
+    before = homes()
+    start_zygotes(exp)
+    deadline = time.monotonic() + 60
+    while not any((home / "zygote.sock").exists() for home in homes() - before):
+        assert time.monotonic() < deadline, "no zygote started before the sweep"
+        time.sleep(0.1)
+    started = homes() - before
     summary = run(exp, "t", say=lambda _: None)
+    assert homes() - before == started and len(started) == 1  # the trials asked that one
     trials = open_analysis(summary.directory).trials
     assert len(trials) == 2 and {t.last_result["backend"] for t in trials} == {"jax"}
     # 14 steps of a 32-unit MLP: far from chance, and the test agrees with validation (a

@@ -19,6 +19,7 @@ _NAMES = {
     "node_types_to_add": "tune",
     "prepare_directory": "directory",
     "start_ray": "tune",
+    "start_zygotes": "tune",
     "trial_dirname": "tune",
     "try_log_winner": "tracking",
 }

@@ -26,6 +26,8 @@ _NAMES = {
     "make_training": "training",
     "read_npz": "data",
     "share_arrays": "worker",
+    "start_here": "zygote",
+    "training_environment": "trainable",
     "trial_hyperparams": "training",
     "dry_build": "usermodel",
     "trial_inputs": "usermodel",

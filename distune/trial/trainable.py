@@ -17,6 +17,12 @@ from distune.trial.worker import TrainingProcess
 from distune.results.values import plain
 
 
+def training_environment(exp: Experiment) -> tuple[int, dict[str, str]]:
+    """A trial's training threads, and what its process needs set before Keras is imported."""
+    threads = max(1, int(exp.resources.cpus_per_trial))
+    return threads, backend_environment(exp.train.backend, threads, float(exp.resources.gpus_per_trial))
+
+
 class MnistTrainable(tune.Trainable):
     """One Keras MNIST trial; each `step()` is one epoch. Built with `tune.with_parameters`, so
     the data arrive once per node through the object store, not once per trial."""
@@ -25,9 +31,8 @@ class MnistTrainable(tune.Trainable):
         import ray
 
         self.experiment, self.node = experiment, ray.get_runtime_context().get_node_id()
-        threads = max(1, int(experiment.resources.cpus_per_trial))
-        os.environ.update(backend_environment(  # for the child's Keras, imported after this
-            experiment.train.backend, threads, float(experiment.resources.gpus_per_trial)))
+        threads, env = training_environment(experiment)
+        os.environ.update(env)  # for the child's Keras, imported after this
         self.process = TrainingProcess(data, threads=threads)
         self._start(config)
 

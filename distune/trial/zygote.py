@@ -87,6 +87,26 @@ def fork_child(data_dir: str, threads: int) -> tuple[Connection, int]:
     return Connection(ours.detach()), int(json.loads(reply)["pid"])
 
 
+def start_here(env: dict[str, str]) -> bool:
+    """Start this node's zygote for training processes with `env` (a trial's backend settings)
+    unless it runs: called in a Ray worker, by a task the driver sends each node as a sweep
+    starts, so that TensorFlow's import overlaps Tune's start-up instead of delaying the first
+    trial. Returns once the zygote listens (before its import); whether one does."""
+    if sys.platform != "linux" or os.environ.get("DISTUNE_ZYGOTE") == "0":
+        return False
+    saved = dict(os.environ)
+    os.environ.update(env)  # what the trial's actor sets before it asks (see _flavour)
+    try:
+        raylet = os.getppid()
+        _connect(home_of(raylet), raylet).close()  # an empty request: the zygote ignores it
+        return True
+    except (Unavailable, OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _connect(home: Path, raylet: int) -> socket.socket:
     """A connection to the zygote in `home`, which the first caller starts (under a lock)."""
     import fcntl

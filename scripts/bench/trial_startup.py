@@ -30,7 +30,7 @@ def sweeps(data: str, count: int) -> list[dict]:
 
     from distune.config import validate
     from distune.ops import QUIET_ENV, local_ray_environment, quiet_environment
-    from distune.sweep import build_tuner, load_data, prepare_directory
+    from distune.sweep import build_tuner, load_data, prepare_directory, start_zygotes
 
     quiet_environment(verbose=False)
     # A fresh Ray of 2 slots, as the figures assume; $RAY_ADDRESS joins a running one instead
@@ -60,6 +60,7 @@ def sweeps(data: str, count: int) -> list[dict]:
                                 callbacks=[FirstEpoch()])
             firsts.clear()
             start = time.perf_counter()
+            start_zygotes(exp)  # as distune's sweeps do, right before Tuner.fit()
             tuner.fit()
             wall = time.perf_counter() - start
             out.append({"first_epoch_s": sorted(t - start for t in firsts.values()), "fit_s": wall})
