@@ -88,8 +88,10 @@ def main(mnist: str, storage: str) -> dict:
     poller.start()
     builder = Path(storage).parent / "user_model.py"
     builder.write_text(USER_BUILDER)
-    exp = experiment("packing", model={"builder": f"{builder}:build", "space": {
-        "units": {"choice": [16, 32]}, "learning_rate": 0.01, "batch_size": 32}})
+    # 4 trials: as many as the two GPUs hold at half a GPU each, all placed at once
+    exp = experiment("packing", search={"searcher": "random", "num_samples": 4},
+                     model={"builder": f"{builder}:build", "space": {
+                         "units": {"choice": [16, 32]}, "learning_rate": 0.01, "batch_size": 32}})
     builder.unlink()
     directory = runner.experiment_dir(exp)
     runner.prepare_directory(directory, overwrite=False)
