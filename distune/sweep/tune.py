@@ -267,10 +267,14 @@ def _skip_callback_telemetry() -> None:
     """Tune tags its usage telemetry with the sweep's callbacks, counted by importing its MLflow,
     W&B and Comet integrations, which import those packages where installed: MLflow alone is
     1.2 s of CPU in every driver, before the first trial starts, for a tag distune's own
-    callbacks make meaningless. Only that tag is lost."""
-    from ray.air._internal import usage
-
-    usage.tag_callbacks = lambda callbacks: False
+    callbacks make meaningless. Only that tag is lost; a Ray without that private hook (moved in
+    a later release) keeps its telemetry rather than failing the sweep."""
+    try:
+        from ray.air._internal import usage
+    except ImportError:
+        return
+    if hasattr(usage, "tag_callbacks"):
+        usage.tag_callbacks = lambda callbacks: False
 
 
 def left_paused_by_hyperband(exp: Experiment, unfinished: list) -> bool:
