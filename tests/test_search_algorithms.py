@@ -234,6 +234,42 @@ def test_model_based_searchers_continue_exactly_after_restore(name, options, tmp
             a.on_trial_complete(f"t{i}", {"val_accuracy": score(c)})
 
 
+@pytest.mark.parametrize("name,options", [("hyperopt", {"n_initial_points": 2}),
+                                          ("optuna", {"n_startup_trials": 2})])
+def test_a_searcher_saved_before_its_last_suggestion_catches_up(name, options, tmp_path):
+    """Ray saves the experiment and the searcher separately: a driver killed in between
+    resumes with trials the searcher never suggested. Suggested again from the saved state,
+    such a trial gets its own config back and the searcher goes on exactly as the
+    uninterrupted one; a trial whose config differs is learnt from by neither, and breaks
+    nothing."""
+    from distune.search import CaughtUp
+
+    score = lambda c: -abs(math.log10(c["learning_rate"]) + 2)  # noqa: E731
+    algo, file = CaughtUp(_model_based(name, options)), tmp_path / "searcher-state.pkl"
+    flat = lambda c, s: {**{f"config/{k}": v for k, v in c.items()}, "val_accuracy": s,  # noqa: E731
+                         "training_iteration": 1}
+    for i in range(3):
+        algo.on_trial_complete(f"t{i}", flat(c := algo.suggest(f"t{i}"), score(c)))
+    algo.save(str(file))  # then t3 is suggested and runs: the driver dies before this is saved
+    c3 = algo.suggest("t3")
+    algo.on_trial_result("t3", flat(c3, 0.5))
+    algo.on_trial_complete("t3", flat(c3, score(c3)))
+    again = CaughtUp(_model_based(name, options))
+    again.restore(str(file))
+    again.on_trial_result("t3", flat(c3, 0.5))  # Optuna raised KeyError here
+    again.on_trial_complete("t3", flat(c3, score(c3)))
+    assert not again.ignored
+    for i in range(4, 7):
+        c = algo.suggest(f"t{i}")
+        assert again.suggest(f"t{i}") == c, i
+        for a in (algo, again):
+            a.on_trial_complete(f"t{i}", flat(c, score(c)))
+    other = CaughtUp(_model_based(name, options))
+    other.restore(str(file))
+    other.on_trial_complete("t3", flat({**c3, "units": 8 if c3["units"] != 8 else 16}, 1.0))
+    assert other.ignored == {"t3"}
+
+
 @pytest.mark.parametrize("make", [_stepwise, lambda: _tree(False), lambda: _tree(True)],
                          ids=["stepwise", "tree-random", "tree-grid"])
 def test_own_searchers_save_json_and_continue_exactly(make, tmp_path):

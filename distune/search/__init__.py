@@ -4,6 +4,7 @@ capabilities on the entry), the tree and stepwise searchers, warm starts."""
 from distune._lazy import exports
 
 _NAMES = {
+    "CaughtUp": "wrapped",
     "Context": "registry",
     "MUTABLE": "schedulers",
     "SCHEDULERS": "schedulers",

@@ -187,6 +187,10 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
             names.append(earlier.name)
         say(f"distune: warm start from {', '.join(names)}: {len(prior)} finished trials fit this space")
         search_alg = WarmStarted(search_alg, prior)
+    if isinstance(search_alg, Searcher):
+        from distune.search import CaughtUp
+
+        search_alg = CaughtUp(search_alg)
     tune_config = tune.TuneConfig(
         metric=exp.search.metric,
         mode=exp.search.mode,
