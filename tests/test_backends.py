@@ -70,9 +70,17 @@ def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     while not any((home / "zygote.sock").exists() for home in homes() - before):
         assert time.monotonic() < deadline, "no zygote started before the sweep"
         time.sleep(0.1)
-    started = homes() - before
+    started, sweep_start = homes() - before, time.time()
     summary = run(exp, "t", say=lambda _: None)
     assert homes() - before == started and len(started) == 1  # the trials asked that one
+    # Their compiled steps went to (or came from) the node's persistent JAX cache, private to
+    # this user: JAX stamps an entry's "-atime" file on every write and every hit.
+    from distune.trial.training import JAX_CACHE_DIR
+
+    cache = Path(tempfile.gettempdir()) / JAX_CACHE_DIR
+    assert cache.stat().st_mode & 0o777 == 0o700
+    used = [f for f in cache.glob("jit_train_step-*-atime") if f.stat().st_mtime >= sweep_start - 1]
+    assert used, sorted(f.name for f in cache.iterdir())
     trials = open_analysis(summary.directory).trials
     assert len(trials) == 2 and {t.last_result["backend"] for t in trials} == {"jax"}
     # 14 steps of a 32-unit MLP: far from chance, and the test agrees with validation (a

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from distune.trial.training import Training, configure_tensorflow, import_tensorflow, make_training
+from distune.trial.training import (Training, cache_jax_compilations, configure_tensorflow,
+                                    import_tensorflow, make_training)
 
 
 def load_arrays(directory: Path) -> dict[str, np.ndarray]:
@@ -40,6 +41,7 @@ def serve_spawned(conn, data_dir: str, threads: int) -> None:
 def serve_trials(conn, data_dir: str, threads: int) -> None:
     """The child's loop: build a `Training` per trial and run the actor's calls on it."""
     configure_tensorflow(threads)
+    cache_jax_compilations()
     data = load_arrays(Path(data_dir))
     training: Training | None = None
     while True:

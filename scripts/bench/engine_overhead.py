@@ -57,9 +57,18 @@ def sample_configs(n: int, seed: int) -> list[dict]:
     return out
 
 
-def plain_share(configs: list[dict], data: str, subset: int, epochs: int, offset: int, out) -> None:
+def plain_share(configs: list[dict], data: str, subset: int, epochs: int, offset: int, out,
+                backend: str = "tensorflow", cache: str | None = None) -> None:
     """One plain process: import Keras, load the data, train its share of the configs on one
-    thread with Keras's own fit and validation; report the times through `out`."""
+    thread with Keras's own fit and validation; report the times through `out`. Keras's
+    defaults otherwise: on JAX no persistent compilation cache unless `cache` (a directory)."""
+    from distune.ops.environment import backend_environment
+
+    os.environ.update(backend_environment(backend, 1))
+    if cache:  # as distune sets it (trial.training), in a directory of this run's own
+        os.environ.update({"JAX_COMPILATION_CACHE_DIR": cache,
+                           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
     import keras
 
     from distune.space import Hyperparams
@@ -94,9 +103,10 @@ def plain_loops(configs: list[dict], args) -> dict:
 
     ctx = mp.get_context("spawn")  # a new interpreter each: start-up and imports included
     out = ctx.Queue()
+    cache = tempfile.mkdtemp(prefix="plain-jax-cache-") if args.plain_cache else None
     start = time.perf_counter()
     procs = [ctx.Process(target=plain_share, args=(configs[k::args.slots], args.data, args.subset,
-                                                   args.epochs, k * 1000, out))
+                                                   args.epochs, k * 1000, out, args.backend, cache))
              for k in range(args.slots)]
     for p in procs:
         p.start()
@@ -121,7 +131,7 @@ def distune_run(configs: list[dict], args, storage: str) -> dict:
     exp = validate({
         "data": {"path": args.data, "train_subset": args.subset},
         "model": {"space": SPACE},
-        "train": {"epochs": args.epochs, "checkpoint_every": 1},
+        "train": {"epochs": args.epochs, "checkpoint_every": 1, "backend": args.backend},
         "search": {"searcher": "random", "num_samples": len(configs), "initial_points": configs},
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": args.slots},
         "run": {"storage": storage, "name": "engine", "seed": 0},
@@ -190,6 +200,14 @@ def analyse(events: list[tuple], t0: float, slots: int) -> dict:
             "iter_s": iter_s, "epoch_s": epoch_s}
 
 
+def jax_cache_entries() -> int:
+    """Programs in distune's JAX compilation cache on this machine (trial.training)."""
+    from distune.trial.training import JAX_CACHE_DIR
+
+    directory = Path(tempfile.gettempdir()) / JAX_CACHE_DIR
+    return len(list(directory.glob("*-cache"))) if directory.is_dir() else 0
+
+
 def mean(xs) -> float:
     return statistics.fmean(xs) if xs else math.nan
 
@@ -203,6 +221,10 @@ def main() -> int:
     ap.add_argument("--subset", type=int, default=10000, help="training images (10%% held out)")
     ap.add_argument("--slots", type=int, default=2, help="concurrent distune trials, 1 CPU each")
     ap.add_argument("--seed", type=int, default=0, help="seeds the list of configs")
+    ap.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow",
+                    help="Keras's backend on both sides (train.backend)")
+    ap.add_argument("--plain-cache", action="store_true", help="JAX: the plain loops use a "
+                    "persistent compilation cache too (new and empty), as distune does")
     args = ap.parse_args()
     if args.quick:  # one slot: its second trial is the warm one
         args.trials, args.epochs, args.subset, args.slots = 2, 1, 1000, 1
@@ -214,6 +236,7 @@ def main() -> int:
     # address would join it).
     os.environ.setdefault("RAY_ADDRESS", "local")
     configs = sample_configs(args.trials, args.seed)
+    cache = jax_cache_entries() if args.backend == "jax" else None
     plain = plain_loops(configs, args)
     with tempfile.TemporaryDirectory() as storage:
         d = distune_run(configs, args, storage)
@@ -232,7 +255,10 @@ def main() -> int:
     print(f"setup: {len(configs)} trials x {args.epochs} epochs on {plain['images']} train images "
           f"(10% of {args.subset} held out); plain: {args.slots} processes x 1 thread, started "
           f"here; distune: {args.slots} slots x 1 CPU, actors reused, checkpoint every epoch; "
-          f"{os.cpu_count()} cores; {d['errors']} errors")
+          f"{os.cpu_count()} cores; {d['errors']} errors; backend {args.backend}"
+          + ("; plain loops with a persistent compilation cache" if args.plain_cache else "")
+          + ("" if cache is None else f"; distune's JAX compilation cache held {cache} programs "
+             "at the start (0: cold, as on a new node)"))
     print("wall_s: from nothing running to every trial done (plain: process start, imports, "
           f"data; distune: data, Ray start-up {d['ray_start']:.1f} s, then the sweep "
           f"{d['wall']:.1f} s); efficiency = training time / (wall x {args.slots}) (distune: "
