@@ -111,7 +111,10 @@ def main(mnist: str, storage: str) -> dict:
     spare = cluster.add_node(num_cpus=4, num_gpus=1)
     cluster.wait_for_nodes()
     victim = gpu_nodes[0]
-    exp = experiment("node-loss", train={"epochs": 3}, search={"searcher": "random", "num_samples": 3})
+    # 2,250 training images: epochs of a few tenths of a second, so that the victim's trial is
+    # still running when its node goes (on 600 a quiet machine finished it first)
+    exp = experiment("node-loss", train={"epochs": 3}, search={"searcher": "random", "num_samples": 3},
+                     data={"train_subset": 3000})
     directory = runner.experiment_dir(exp)
     runner.prepare_directory(directory, overwrite=False)
     removed = threading.Event()
