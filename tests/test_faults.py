@@ -190,9 +190,11 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
         assert set(t.epochs) == {2}, searcher
         configs = t[[c for c in t.columns if c.startswith("config/")]].astype(str)
         assert not configs.duplicated().any(), f"{searcher} ran a config twice"
-        # (a trial killed before its first epoch has an empty result.json)
+        # What storage held at the kill: Ray writes results on the driver and copies them to
+        # storage in the background, so the last trial the console saw end may not be there
+        # yet (seen in CI), and a trial killed before its first epoch has an empty result.json.
         finished = [tid for tid, rows in before.items() if rows and rows[-1]["training_iteration"] == 2]
-        assert len(finished) >= 2, before  # what ended before the kill keeps its id and results
+        assert finished, before  # what ended before the kill keeps its id and results
         assert all(after[tid] == before[tid] for tid in finished), searcher
         for tid, rows in after.items():  # an unfinished trial continued: epoch 1 once
             assert [r["training_iteration"] for r in rows].count(1) == 1, (searcher, tid, rows)
