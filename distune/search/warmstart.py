@@ -56,8 +56,7 @@ class WarmStarted(Delegating):
         self.prior = prior
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        ok = self.inner.set_search_properties(metric, mode, config, **spec)
-        self._metric, self._mode = metric, mode
+        ok = super().set_search_properties(metric, mode, config, **spec)
         for params, score in self.prior:
             self.inner.add_evaluated_point(copy.deepcopy(params), score)
         return ok

@@ -50,6 +50,11 @@ class Delegating(Searcher):
         super().__init__(metric=inner.metric, mode=inner.mode)
         self.inner = inner
 
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        ok = self.inner.set_search_properties(metric, mode, config, **spec)
+        self._metric, self._mode = metric, mode
+        return ok
+
     def suggest(self, trial_id: str):
         return self.inner.suggest(trial_id)
 
@@ -79,11 +84,6 @@ class CaughtUp(Delegating):
     def __init__(self, inner: Searcher):
         super().__init__(inner)
         self.ignored: set[str] = set()
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        ok = self.inner.set_search_properties(metric, mode, config, **spec)
-        self._metric, self._mode = metric, mode
-        return ok
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self._caught_up(trial_id, result):

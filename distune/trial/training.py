@@ -68,12 +68,12 @@ JAX_CACHE_DIR = f"distune-jax-cache-{os.getuid()}"  # under the temp dir, privat
 JAX_CACHE_MAX_BYTES = 1 << 30
 
 
-def cache_jax_compilations() -> None:
+def cache_jax_compilations(directory: Path | None = None) -> None:
     """For a trial's process on JAX, which compiles each model anew (2-5 s of CPU for the MLP
     here) and so lost its faster epochs on short trials: JAX's persistent cache keeps compiled
     steps on the node's disk, keyed by the program, and a later trial of the same shape, in
     any process, loads them. In a directory only this user can write (the files are machine
-    code); none, no cache."""
+    code; `directory`: a benchmark's own); none, no cache."""
     import keras
 
     if keras.backend.backend() != "jax":
@@ -83,7 +83,7 @@ def cache_jax_compilations() -> None:
     from distune.ops.private import NotPrivate, private_dir
 
     try:
-        directory = private_dir(JAX_CACHE_DIR)
+        directory = directory or private_dir(JAX_CACHE_DIR)
     except (NotPrivate, OSError):
         return
     jax.config.update("jax_compilation_cache_dir", str(directory))

@@ -65,16 +65,15 @@ def plain_share(configs: list[dict], data: str, subset: int, epochs: int, offset
     from distune.ops.environment import backend_environment
 
     os.environ.update(backend_environment(backend, 1))
-    if cache:  # as distune sets it (trial.training), in a directory of this run's own
-        os.environ.update({"JAX_COMPILATION_CACHE_DIR": cache,
-                           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
     import keras
 
     from distune.space import Hyperparams
     from distune.trial import build_model, configure_tensorflow, load_mnist
+    from distune.trial.training import cache_jax_compilations
 
     configure_tensorflow(1)
+    if cache:  # as distune's trials set it, in a directory of this run's own
+        cache_jax_compilations(Path(cache))
     splits = load_mnist(data, 0.1, subset, 0)  # distune's own split (run.seed 0)
     x, y = splits.x_train.reshape(-1, 784), splits.y_train
     xv, yv = splits.x_val.reshape(-1, 784), splits.y_val
