@@ -113,9 +113,11 @@ def main(mnist: str, storage: str) -> dict:
     cluster.wait_for_nodes()
     victim = gpu_nodes[0]
     # 2,250 training images: epochs of a few tenths of a second, so that the victim's trial is
-    # still running when its node goes (on 600 a quiet machine finished it first)
+    # still running when its node goes (on 600 a quiet machine finished it first). A whole GPU
+    # per trial: three trials on three one-GPU nodes, so one of them runs on the victim (with
+    # half a GPU each, Ray placed all three on the other two nodes: seen in CI)
     exp = experiment("node-loss", train={"epochs": 3}, search={"searcher": "random", "num_samples": 3},
-                     data={"train_subset": 3000})
+                     data={"train_subset": 3000}, resources={"gpus_per_trial": 1})
     directory = runner.experiment_dir(exp)
     runner.prepare_directory(directory, overwrite=False)
     removed = threading.Event()
