@@ -14,8 +14,8 @@ from distune.errors import shown
 from distune.search.schedulers import MUTABLE, SCHEDULERS
 from distune.search.searchers import SEARCHERS
 from distune.space.hyperparams import PER_LAYER, Hyperparams, check_value
-from distune.space.params import (Choice, Fixed, Grid, IntRange, Param, grid_points, grid_values,
-                                  is_conditional, parse_param)
+from distune.space.params import (Choice, Fixed, Grid, IntRange, Param, Uniform, grid_points,
+                                  grid_values, is_conditional, parse_param)
 
 Problems = list[tuple[str, str]]
 
@@ -74,7 +74,7 @@ def semantic_problems(exp: Experiment) -> Problems:
             problems.append(("search.max_grid", f"the grid has {n} trials, more than max_grid "
                              f"({exp.search.max_grid}); raise it (--set search.max_grid={n}) "
                              "if you mean it, or search with random/hyperopt/optuna"))
-    return problems + _selection_problems(exp, not problems and complete)
+    return problems + _selection_problems(exp, not problems and complete) + _fuse_problems(exp, params)
 
 
 def _parsed_space(exp: Experiment) -> tuple[dict[str, Param], Problems]:
@@ -245,6 +245,39 @@ def _pbt_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
                  "searches (e.g. learning_rate: {loguniform: [...]}); "
                  f"{'not searched: ' + ', '.join(missing) if missing else 'none found'}")]
     return []
+
+
+def _fuse_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
+    """resources.fuse: what can share one fused JAX program (distune.trial.fused), and a slot
+    that can hold its members."""
+    res, k = exp.resources, exp.resources.fuse
+    if k == 1:
+        return []
+    problems: Problems = []
+    if exp.train.backend != "jax":
+        problems.append(("train.backend", f"resources.fuse: {k} trains its members as one JAX "
+                         "program: set train.backend: jax (or resources.fuse: 1)"))
+    if exp.model.code is not None:
+        problems.append(("resources.fuse", "fuses distune's own models (model.architecture); "
+                         "your model.builder or model.keras_tuner model trains unfused: drop "
+                         "resources.fuse"))
+    if exp.search.cv_folds > 1:
+        problems.append(("resources.fuse", "a cross-validated trial (search.cv_folds > 1) trains "
+                         "its folds itself and is not fused: use one of the two"))
+    if isinstance(params.get("batch_size"), (IntRange, Uniform)):
+        problems.append(("model.space.batch_size", "members of a fused program share a batch "
+                         "size, and a range gives nearly every trial its own: search a choice of "
+                         "a few sizes ({choice: [64, 128, 256]}), or resources.fuse: 1"))
+    if res.max_concurrent_trials is not None and res.max_concurrent_trials < k:
+        problems.append(("resources.max_concurrent_trials", f"{res.max_concurrent_trials} trials "
+                         f"at once never fill a fused program of {k}: raise it to at least {k}, "
+                         "or lower resources.fuse"))
+    cpus, gpus = res.member_share()
+    if cpus == 0 or (res.gpus_per_trial > 0 and gpus == 0):
+        problems.append(("resources.fuse", f"{k} members of a slot of {res.cpus_per_trial:g} CPUs "
+                         f"and {res.gpus_per_trial:g} GPUs would each ask Ray for less than its "
+                         "smallest share (0.0001): lower resources.fuse or raise the slot"))
+    return problems
 
 
 def _selection_problems(exp: Experiment, countable: bool) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ search space across sections is distune.config.checks."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from functools import cached_property
@@ -29,6 +30,9 @@ MAX_FOLDS = 20  # more folds cost more compute and barely sharpen the estimate
 
 
 MIN_FOLD_IMAGES = 50  # a fold's validation part below this scores too coarsely to rank configs
+
+
+MAX_FUSE = 64  # members per fused program
 
 
 class Section(BaseModel):
@@ -171,6 +175,15 @@ class ResourcesConfig(Section):
     cpus_per_trial: float = Field(1, gt=0)
     gpus_per_trial: float = Field(0, ge=0, description="fractions pack several trials on one GPU")
     max_concurrent_trials: int | None = Field(None, ge=1, description="default: as many as fit")
+    fuse: int = Field(1, ge=1, le=MAX_FUSE, description="train up to this many trials of one "
+                      "batch size as one JAX program per slot (each stays its own trial; needs "
+                      "train.backend: jax); 1: off")
+
+    def member_share(self) -> tuple[float, float]:
+        """(CPUs, GPUs) one trial asks Ray for: a slot's, split among its `fuse` members (down
+        to Ray's 0.0001 steps, so that `fuse` of them fit in a slot)."""
+        share = lambda amount: math.floor(amount / self.fuse * 1e4) / 1e4  # noqa: E731
+        return share(self.cpus_per_trial), share(self.gpus_per_trial)
 
 
 class RunSection(Section):

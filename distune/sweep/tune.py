@@ -127,10 +127,36 @@ def make_trainable(exp: Experiment, data: dict):
 
     from distune.trial.trainable import MnistTrainable
 
+    res = exp.resources
+    if res.fuse > 1:  # members of fused programs, each paying its share of a slot
+        import ray
+
+        from distune.trial.fuser import FusedTrainable, Placement
+
+        _, env = training_environment(exp)
+        placement = ray.remote(Placement).options(num_cpus=0).remote(res.fuse, env, fuser_slots(exp))
+        cpus, gpus = res.member_share()
+        return tune.with_resources(
+            tune.with_parameters(FusedTrainable, experiment=exp, data=data, placement=placement),
+            {"cpu": cpus, "gpu": gpus})
     return tune.with_resources(
         tune.with_parameters(MnistTrainable, experiment=exp, data=data),
-        {"cpu": exp.resources.cpus_per_trial, "gpu": exp.resources.gpus_per_trial},
+        {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial},
     )
+
+
+def fuser_slots(exp: Experiment) -> dict[str, int]:
+    """Fusers worth starting before the first trial asks, per node: a CPU node's slots, no
+    more than the sweep's trials fill (GPU fusers start with their first member, which names
+    its GPUs)."""
+    import ray
+
+    res = exp.resources
+    if res.gpus_per_trial > 0:
+        return {}
+    wanted = -(-exp.planned_trials // res.fuse)
+    return {n["NodeID"]: min(wanted, int(n["Resources"].get("CPU", 0) // res.cpus_per_trial))
+            for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= res.cpus_per_trial}
 
 
 def _tune_num_samples(exp: Experiment, conditional: bool) -> int:
@@ -259,6 +285,8 @@ def start_zygotes(exp: Experiment) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    if exp.resources.fuse > 1:  # fused trials train in their fusers, which never fork
+        return
     _, env = training_environment(exp)
     task = ray.remote(num_cpus=0, max_retries=0)(start_here)
     for node in ray.nodes():

@@ -172,27 +172,39 @@ class Training:
 
     def run_epoch(self) -> dict[str, Any]:
         """Train one epoch, score on validation, and say whether the trial is done and why."""
-        return self._judge(self._epoch())
+        return self.judge(self._epoch())
 
     def _epoch(self) -> dict[str, Any]:
         import keras
 
-        from distune.trial.model import current_learning_rate
-
-        rng = np.random.default_rng((self.seed, self.epoch))
-        order = self.rows[rng.permutation(len(self.rows))]
-        self._seed_dropout()
+        order = self.begin_epoch()
         start = time.perf_counter()
         history = self.model.fit(self.x[order], self.y[order], batch_size=self.hp.batch_size,
                                  epochs=1, shuffle=False, verbose=0,
                                  callbacks=[keras.callbacks.TerminateOnNaN()])
-        epoch_s = time.perf_counter() - start
+        return self.end_epoch(history.history["loss"][-1], history.history["accuracy"][-1],
+                              time.perf_counter() - start)
+
+    def begin_epoch(self) -> np.ndarray:
+        """This epoch's shuffle order (rows of x) and dropout masks, drawn from (seed, epoch)
+        alone: the same for a trial trained alone, fused (distune.trial.fused) or resumed."""
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = self.rows[rng.permutation(len(self.rows))]
+        self._seed_dropout()
+        return order
+
+    def end_epoch(self, loss: float, accuracy: float, epoch_s: float) -> dict[str, Any]:
+        """Score the trained epoch on validation: the epoch's metrics, before judging."""
+        import keras
+
+        from distune.trial.model import current_learning_rate
+
         val_loss, val_accuracy = self.model.evaluate(self.x_val, self.y_val, batch_size=1024, verbose=0)
         self.epoch += 1
         return {
             "epoch": self.epoch,
-            "loss": float(history.history["loss"][-1]),
-            "accuracy": float(history.history["accuracy"][-1]),
+            "loss": float(loss),
+            "accuracy": float(accuracy),
             "val_loss": float(val_loss),
             "val_accuracy": float(val_accuracy),
             "lr": current_learning_rate(self.model),
@@ -214,7 +226,7 @@ class Training:
         for g, s in zip(generators, seeds):
             g.state.assign(np.array([s, 0], dtype=g.state.dtype))
 
-    def _judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
+    def judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Diverged, early-stopped or done, from the epoch's (possibly fold-averaged) metrics."""
         loss, val_loss = metrics["loss"], metrics["val_loss"]
         metrics["early_stopped"] = False

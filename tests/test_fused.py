@@ -1,0 +1,126 @@
+"""Fused trials (resources.fuse): members trained as one JAX program stay ordinary trials.
+The engine's exactness and isolation run under JAX in their own process (tests/fused_check.py);
+the sweep runs from the CLI on the suite's Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from distune.config import validate
+from distune.errors import ConfigError
+from distune.ops.environment import QUIET_ENV, backend_environment
+from test_cli import distune
+
+
+@pytest.mark.slow
+def test_fused_members_train_exactly_as_alone_and_apart(mnist_path, tmp_path):
+    """A member fused with three others ends each epoch with the very weights and metrics
+    that Keras's own fit gives the same config alone (tolerance: none, on CPU), though one
+    partner diverges (NaN weights) and another raises; the raising one gets its error, and a
+    member resumed from its checkpoint in a new group continues exactly."""
+    env = {**os.environ, **QUIET_ENV, **backend_environment("jax", 1)}
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("fused_check.py")),
+                           str(mnist_path), str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["curves_equal"] == {"a": True, "c": True}, out
+    assert out["weights_equal"] == {"a": True, "c": True}, out
+    assert out["fused"] == [4, 4, 3]  # one program for all, also while b is NaN and d raises
+    assert out["b_diverged"] == [True, True, True] and out["b_loss_is_nan"]
+    assert out["d_first_epoch"] == 1 and out["d_error"] == "member d's own failure"
+    assert out["resume_equal"]
+
+
+FUSED = {"resources": {"cpus_per_trial": 1, "fuse": 4}, "train": {"backend": "jax"}}
+
+
+@pytest.mark.parametrize("change, where, says", [
+    ({"train": {"backend": "tensorflow"}}, "train.backend", "set train.backend: jax"),
+    ({"model": {"space": {"batch_size": {"int": [16, 512]}}}}, "model.space.batch_size", "share a batch size"),
+    ({"resources": {"max_concurrent_trials": 2}}, "resources.max_concurrent_trials", "never fill"),
+    ({"resources": {"cpus_per_trial": 0.0002}}, "resources.fuse", "smallest share"),
+    ({"search": {"cv_folds": 3}}, "resources.fuse", "cross-validated"),
+])
+def test_what_cannot_be_fused_is_refused_before_anything_runs(change, where, says):
+    raw = {**FUSED, "model": {"space": {"batch_size": {"choice": [32, 64]}}}}
+    for section, values in change.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    with pytest.raises(ConfigError) as e:
+        validate(raw, "fused")
+    assert f"{where}:" in str(e.value) and says in str(e.value), str(e.value)
+    validate({**FUSED, "model": {"space": {"batch_size": {"choice": [32, 64]}}}}, "fused")  # the base is fine
+
+
+def test_members_ask_ray_for_a_share_of_a_slot():
+    exp = validate({"resources": {"cpus_per_trial": 1, "gpus_per_trial": 1, "fuse": 3},
+                    "train": {"backend": "jax"}}, "fused")
+    assert exp.resources.member_share() == (0.3333, 0.3333)  # three fit in one slot
+
+
+def _kill_a_fuser_after_a_checkpoint(results: Path, killed: dict, done: threading.Event) -> None:
+    """What a crashed fused process does to its members: SIGKILL the fuser of the first
+    member that has a checkpoint in storage (its process id is in the member's results)."""
+    while not done.wait(0.05):
+        for checkpoint in results.glob("*/checkpoint_*"):
+            try:
+                last = (checkpoint.parent / "result.json").read_text().strip().splitlines()[-1]
+                pid = json.loads(last)["training_pid"]
+            except (OSError, IndexError, ValueError, KeyError):
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.update(pid=pid, trial=checkpoint.parent.name)
+            return
+
+
+@pytest.mark.slow
+def test_a_fused_asha_sweep_from_the_cli(joined_ray, mnist_path, tmp_path):
+    """The issue's end-to-end run: a fused sweep with ASHA from the CLI whose table shows
+    ordinary per-member trials, some stopped early while others finished; members trained
+    together (several per fused epoch, in one process); a fuser killed mid-sweep costs its
+    members a retry each from their own last checkpoint, not their epochs."""
+    file = tmp_path / "fused.yaml"
+    file.write_text(json.dumps({
+        "data": {"train_subset": 1600, "validation_split": 0.25},
+        "model": {"space": {"hidden_layers": 1, "units": {"choice": [16, 32]},
+                            "learning_rate": {"loguniform": [1e-3, 1e-2]},
+                            "batch_size": {"choice": [32, 64]}}},
+        "train": {"epochs": 3, "backend": "jax"},
+        "search": {"searcher": "random", "num_samples": 6},
+        "schedule": {"scheduler": "asha", "options": {"grace_period": 1, "reduction_factor": 2}},
+        "resources": {"cpus_per_trial": 1, "fuse": 3},
+        "run": {"storage": str(tmp_path), "name": "fused", "seed": 0, "report": False,
+                "max_failures": 2}}))
+    killed, done = {}, threading.Event()
+    watcher = threading.Thread(target=_kill_a_fuser_after_a_checkpoint,
+                               args=(tmp_path / "fused", killed, done), daemon=True)
+    watcher.start()
+    try:
+        r = distune("run", str(file), "--data", str(mnist_path), env=joined_ray)
+    finally:
+        done.set()
+        watcher.join()
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "test accuracy: 0." in r.stdout
+    table = pd.read_csv(tmp_path / "fused" / "results.csv")
+    assert len(table) == 6 and set(table["status"]) == {"completed", "stopped"}, table
+    progress = {t: pd.read_csv(tmp_path / "fused" / t / "progress.csv") for t in table["trial"]}
+    assert all(len(p) for p in progress.values())
+    assert max(p["fused"].max() for p in progress.values()) >= 2  # trained together
+    pids = {pid for p in progress.values() for pid in p["training_pid"]}
+    assert len(pids) < len(progress)  # fewer processes than trials
+    assert killed, "no member had a checkpoint while its fuser ran"
+    victim = progress[killed["trial"]]
+    assert (tmp_path / "fused" / killed["trial"] / "error.txt").exists()  # it failed, and
+    # was retried from its checkpoint, in a new fuser: its first epoch is reported once
+    assert list(victim["training_iteration"]).count(1) == 1, victim
+    assert victim["training_pid"].iloc[-1] != killed["pid"]
