@@ -124,3 +124,36 @@ def test_a_fused_asha_sweep_from_the_cli(joined_ray, mnist_path, tmp_path):
     # was retried from its checkpoint, in a new fuser: its first epoch is reported once
     assert list(victim["training_iteration"]).count(1) == 1, victim
     assert victim["training_pid"].iloc[-1] != killed["pid"]
+
+
+@pytest.mark.slow
+def test_pbt_exploits_into_fused_members(ray_local, mnist_path, tmp_path):
+    """PBT copies a better member's checkpoint into a worse one and mutates its learning rate:
+    the member leaves its fuser, joins again with its new config and loads the donor's state.
+    (In-process, on the suite's Ray.)"""
+    from conftest import experiment
+    from distune import run
+
+    exp = experiment(mnist_path, tmp_path, model={"space": {
+                         "hidden_layers": 1, "units": 16, "batch_size": 32,
+                         "learning_rate": {"loguniform": [1e-4, 3e-2]}}},
+                     data={"train_subset": 800}, train={"epochs": 4, "backend": "jax"},
+                     search={"num_samples": 4},
+                     schedule={"scheduler": "pbt", "options": {"perturbation_interval": 1,
+                                                               "quantile_fraction": 0.5}},
+                     resources={"max_concurrent_trials": 4, "fuse": 2},
+                     # a donor's checkpoint must outlive the exploit that loads it (Ray's PBT
+                     # warns at 2 or fewer: epochs here are hundredths of a second)
+                     run={"keep_checkpoints": 8})
+    run(exp, "t", say=lambda _: None)
+    directory = tmp_path / "results" / "t"
+    table = pd.read_csv(directory / "results.csv")
+    assert list(table["status"]) == ["completed"] * 4 and set(table["epochs"]) == {4}
+    progress = [pd.read_csv(directory / t / "progress.csv") for t in table["trial"]]
+    # an exploited member trains on with its new (mutated) learning rate, from the donor's state
+    exploited = [p for p in progress if p["lr"].nunique() > 1]
+    assert exploited, "PBT exploited no member"
+    assert list(directory.glob("pbt_policy_*.txt"))
+    # from the donor's epoch on (PBT reports that epoch again), never from the first
+    assert all(list(p["training_iteration"]).count(1) == 1 for p in exploited)
+    assert max(p["fused"].max() for p in progress) == 2

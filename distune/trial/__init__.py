@@ -1,12 +1,17 @@
 """One trial's work in its own process: the MNIST data, the Keras model, the training loop
-and its explicit checkpoint state, the Ray Trainable and the per-node zygote that forks it."""
+and its explicit checkpoint state, the Ray Trainable and the per-node zygote that forks it;
+or, fused, several trials' epochs in one JAX program served by a per-slot fuser."""
 
 from distune._lazy import exports
 
 _NAMES = {
     "CrossValidated": "training",
     "Forked": "worker",
+    "FusedGroup": "fused",
+    "FusedTrainable": "fuser",
+    "Fuser": "fuser",
     "MnistTrainable": "trainable",
+    "Placement": "fuser",
     "Spawned": "worker",
     "Splits": "data",
     "Training": "training",

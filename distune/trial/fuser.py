@@ -57,7 +57,7 @@ class Fuser:
         self.idle: set[str] = set()  # left out of the last round for not asking in time
         self.results: dict[str, Any] = {}
         self.running = False
-        self.last_round_s = 0.0
+        self.last_round_s = self.last_round_end = 0.0
 
     def join(self, member: str, hp, train, seed: int, data_dir: str) -> int:
         """Build the member's model into the group of its batch size; this process's id."""
@@ -122,8 +122,10 @@ class Fuser:
         waiting = [m for m in self.keys if m not in self.idle]
         if all(m in self.asked for m in waiting):
             return True
+        # counted from the first ask, or from the last round's end for a member that asked
+        # during it (else members that fell out of step would alternate, never fused again)
         patience = max(PATIENCE_S, self.last_round_s / 4)
-        return time.monotonic() - min(self.asked.values()) >= patience
+        return time.monotonic() - max(min(self.asked.values()), self.last_round_end) >= patience
 
     def _round(self) -> None:
         """Train every member that asked (called holding `cond`, released while training)."""
@@ -144,7 +146,8 @@ class Fuser:
         finally:
             self.cond.acquire()
             self.running = False
-        self.last_round_s = time.monotonic() - start
+        self.last_round_end = time.monotonic()
+        self.last_round_s = self.last_round_end - start
         for m in ids:
             result = out[m]
             self.results[m] = result
