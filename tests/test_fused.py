@@ -23,10 +23,11 @@ from test_cli import distune
 
 @pytest.mark.slow
 def test_fused_members_train_exactly_as_alone_and_apart(mnist_path, tmp_path):
-    """A member fused with three others ends each epoch with the very weights and metrics
-    that Keras's own fit gives the same config alone (tolerance: none, on CPU), though one
-    partner diverges (NaN weights) and another raises; the raising one gets its error, and a
-    member resumed from its checkpoint in a new group continues exactly."""
+    """A member fused with three others (of other batch sizes too, one with a short last
+    batch) ends each epoch with the very weights and metrics that Keras's own fit gives the
+    same config alone (tolerance: none, on CPU), though one partner diverges (NaN weights) and
+    another raises; the raising one gets its error, and a member resumed from its checkpoint
+    in a new group continues exactly."""
     env = {**os.environ, **QUIET_ENV, **backend_environment("jax", 1)}
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("fused_check.py")),
                            str(mnist_path), str(tmp_path)], capture_output=True, text=True,
@@ -46,7 +47,6 @@ FUSED = {"resources": {"cpus_per_trial": 1, "fuse": 4}, "train": {"backend": "ja
 
 @pytest.mark.parametrize("change, where, says", [
     ({"train": {"backend": "tensorflow"}}, "train.backend", "set train.backend: jax"),
-    ({"model": {"space": {"batch_size": {"int": [16, 512]}}}}, "model.space.batch_size", "share a batch size"),
     ({"resources": {"max_concurrent_trials": 2}}, "resources.max_concurrent_trials", "never fill"),
     ({"resources": {"cpus_per_trial": 0.0002}}, "resources.fuse", "smallest share"),
     ({"search": {"cv_folds": 3}}, "resources.fuse", "cross-validated"),

@@ -14,8 +14,8 @@ from distune.errors import shown
 from distune.search.schedulers import MUTABLE, SCHEDULERS
 from distune.search.searchers import SEARCHERS
 from distune.space.hyperparams import PER_LAYER, Hyperparams, check_value
-from distune.space.params import (Choice, Fixed, Grid, IntRange, Param, Uniform, grid_points,
-                                  grid_values, is_conditional, parse_param)
+from distune.space.params import (Choice, Fixed, Grid, IntRange, Param, grid_points, grid_values,
+                                  is_conditional, parse_param)
 
 Problems = list[tuple[str, str]]
 
@@ -74,7 +74,7 @@ def semantic_problems(exp: Experiment) -> Problems:
             problems.append(("search.max_grid", f"the grid has {n} trials, more than max_grid "
                              f"({exp.search.max_grid}); raise it (--set search.max_grid={n}) "
                              "if you mean it, or search with random/hyperopt/optuna"))
-    return problems + _selection_problems(exp, not problems and complete) + _fuse_problems(exp, params)
+    return problems + _selection_problems(exp, not problems and complete) + _fuse_problems(exp)
 
 
 def _parsed_space(exp: Experiment) -> tuple[dict[str, Param], Problems]:
@@ -247,7 +247,7 @@ def _pbt_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
     return []
 
 
-def _fuse_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
+def _fuse_problems(exp: Experiment) -> Problems:
     """resources.fuse: what can share one fused JAX program (distune.trial.fused), and a slot
     that can hold its members."""
     res, k = exp.resources, exp.resources.fuse
@@ -264,10 +264,6 @@ def _fuse_problems(exp: Experiment, params: dict[str, Param]) -> Problems:
     if exp.search.cv_folds > 1:
         problems.append(("resources.fuse", "a cross-validated trial (search.cv_folds > 1) trains "
                          "its folds itself and is not fused: use one of the two"))
-    if isinstance(params.get("batch_size"), (IntRange, Uniform)):
-        problems.append(("model.space.batch_size", "members of a fused program share a batch "
-                         "size, and a range gives nearly every trial its own: search a choice of "
-                         "a few sizes ({choice: [64, 128, 256]}), or resources.fuse: 1"))
     if res.max_concurrent_trials is not None and res.max_concurrent_trials < k:
         problems.append(("resources.max_concurrent_trials", f"{res.max_concurrent_trials} trials "
                          f"at once never fill a fused program of {k}: raise it to at least {k}, "

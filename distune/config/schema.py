@@ -175,9 +175,9 @@ class ResourcesConfig(Section):
     cpus_per_trial: float = Field(1, gt=0)
     gpus_per_trial: float = Field(0, ge=0, description="fractions pack several trials on one GPU")
     max_concurrent_trials: int | None = Field(None, ge=1, description="default: as many as fit")
-    fuse: int = Field(1, ge=1, le=MAX_FUSE, description="train up to this many trials of one "
-                      "batch size as one JAX program per slot (each stays its own trial; needs "
-                      "train.backend: jax); 1: off")
+    fuse: int = Field(1, ge=1, le=MAX_FUSE, description="train up to this many trials as one "
+                      "JAX program per slot (each stays its own trial; needs train.backend: "
+                      "jax); 1: off")
 
     def member_share(self) -> tuple[float, float]:
         """(CPUs, GPUs) one trial asks Ray for: a slot's, split among its `fuse` members (down

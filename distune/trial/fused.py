@@ -5,8 +5,13 @@ per layer and batch); fusing K members into one compiled step pays that once for
 MLSys 2021). Each member keeps its own Keras model, optimizer, learning-rate schedule, shuffle
 order and dropout seeds (`Training.begin_epoch`), and its own gradients: the step is K of
 Keras's own stateless `train_step`s side by side in one `jax.jit`, so a member's update is the
-one it would get alone and a diverging member (NaN) cannot reach another's weights. No Ray
-here: distune.trial.fuser serves this to Tune's trials.
+one it would get alone and a diverging member (NaN) cannot reach another's weights.
+
+Members that join together form a cohort, compiled into one program once. A member that leaves,
+or sits a round out, is switched off inside its cohort's program (`lax.cond`: its part does not
+run) instead of recompiling the others: compiling costs as much as several epochs of a small
+model, and a sweep's members come and go at every scheduler decision. No Ray here:
+distune.trial.fuser serves this to Tune's trials.
 """
 
 from __future__ import annotations
@@ -18,12 +23,70 @@ import numpy as np
 
 from distune.trial.training import Training
 
-MAX_PROGRAMS = 8  # compiled steps kept per group (one per membership seen lately)
-
 
 def group_key(training: Training) -> tuple:
-    """Members share a program's batch: same batch size and input view of the same rows."""
-    return (training.hp.batch_size, tuple(training.x.shape), len(training.rows))
+    """Members share a program's inputs: the same view (shape) of the same training rows.
+    Batch sizes may differ: each member steps through its own batches (`Cohort`)."""
+    return (tuple(training.x.shape), len(training.rows))
+
+
+SKIP, FULL, SHORT = 0, 1, 2  # a member's part in one fused step: none, a batch, its last short batch
+
+
+class Cohort:
+    """Members compiled into one program; `ids[k]` is None once member k has left. Step s
+    trains member k on rows [s * b_k, (s + 1) * b_k) of its own order, with its own batch size
+    b_k: a member of larger batches ends its epoch in fewer steps and sits the rest out, and
+    its batches are exactly those Keras's fit would draw."""
+
+    def __init__(self, ids: list[str], trainings: list[Training]) -> None:
+        self.ids: list[str | None] = list(ids)
+        self.models = [t.model for t in trainings]
+        self.batches = [t.hp.batch_size for t in trainings]
+        self.rest = [None] * len(ids)  # a departed member's last state: its part's inputs
+        self._step = None
+
+    def phases(self, active: np.ndarray, rows: int) -> np.ndarray:
+        """(steps, members): each member's part in each step of an epoch over `rows`."""
+        steps = max(-(-rows // b) for b, a in zip(self.batches, active) if a)
+        table = np.full((steps, len(self.ids)), SKIP, np.int32)
+        for k, (b, a) in enumerate(zip(self.batches, active)):
+            if a:
+                table[: rows // b, k] = FULL
+                if rows % b:
+                    table[rows // b, k] = SHORT
+        return table
+
+    def step(self, rows: int):
+        """The jitted fused step: every member's Keras train_step on its own batch, or nothing."""
+        import jax
+        from functools import partial
+
+        if self._step is None:
+            models, batches = self.models, self.batches
+
+            @partial(jax.jit, donate_argnums=0)
+            def step(states, phases, x, y, orders, s):
+                logs, new = [], []
+                for k, (model, b) in enumerate(zip(models, batches)):
+                    def train(state, size, model=model, k=k, b=b):
+                        rows_ = jax.lax.dynamic_slice_in_dim(orders[k], s * b, size)
+                        return model.train_step(state, (x[rows_], y[rows_]))
+
+                    full = partial(train, size=b)
+                    short = partial(train, size=rows % b or b)
+                    shape = jax.eval_shape(full, states[k])[0]
+
+                    def skip(state, shape=shape):
+                        return jax.tree.map(lambda v: jax.numpy.zeros(v.shape, v.dtype), shape), state
+
+                    log, state = jax.lax.switch(phases[s, k], [skip, full, short], states[k])
+                    logs.append(log)
+                    new.append(state)
+                return logs, new
+
+            self._step = step
+        return self._step
 
 
 class FusedGroup:
@@ -32,8 +95,8 @@ class FusedGroup:
     def __init__(self) -> None:
         self.members: dict[str, Training] = {}
         self.key: tuple | None = None
+        self.cohorts: list[Cohort] = []
         self._data = None  # (x, y) on the device, shared by every member
-        self._programs: dict[tuple, Any] = {}
 
     def add(self, member: str, training: Training) -> None:
         key = group_key(training)
@@ -46,74 +109,97 @@ class FusedGroup:
         training.model.optimizer.build(training.model.trainable_variables)
 
     def remove(self, member: str) -> None:
-        self.members.pop(member, None)
-        self._programs = {k: v for k, v in self._programs.items() if member not in k}
+        training = self.members.pop(member, None)
+        for cohort in self.cohorts:
+            if member in cohort.ids:
+                k = cohort.ids.index(member)
+                cohort.ids[k], cohort.rest[k] = None, _state(training.model)
+        self.cohorts = [c for c in self.cohorts if any(c.ids)]
 
     def epoch(self, ids: list[str]) -> dict[str, dict[str, Any] | Exception]:
         """One epoch of each member in `ids`, fused; judged metrics (or the member's error)
-        per id. Should the fused program itself fail, nothing of it is kept and each member
-        runs its epoch alone, so one member's error stays its own."""
-        trainings = [self.members[i] for i in ids]
-        try:
-            states, logs, epoch_s = self._train(tuple(ids), trainings)
-        except Exception:  # noqa: BLE001 - which member? each alone tells
-            return {i: _alone(t) for i, t in zip(ids, trainings)}
+        per id. Members not yet in a cohort form a new one. Should a fused program itself
+        fail, nothing of it is kept and its members run their epoch alone, so one member's
+        error stays its own."""
+        placed = {i for c in self.cohorts for i in c.ids}
+        new = [i for i in ids if i not in placed]
+        if new:
+            self.cohorts.append(Cohort(new, [self.members[i] for i in new]))
         out: dict[str, dict[str, Any] | Exception] = {}
-        for i, t, state, log in zip(ids, trainings, states, logs):
+        for cohort in self.cohorts:
+            mine = [i for i in cohort.ids if i in ids]
+            if mine:
+                out.update(self._cohort_epoch(cohort, mine))
+        return out
+
+    def _cohort_epoch(self, cohort: Cohort, ids: list[str]) -> dict[str, dict[str, Any] | Exception]:
+        try:
+            states, logs, epoch_s = self._train(cohort, ids)
+        except Exception:  # noqa: BLE001 - which member? each alone tells
+            self.cohorts.remove(cohort)  # its members form a new one at their next round
+            return {i: _alone(self.members[i]) for i in ids}
+        out: dict[str, dict[str, Any] | Exception] = {}
+        for k, i in enumerate(cohort.ids):
+            if i not in ids:
+                continue
+            t = self.members[i]
             try:
-                _set_state(t.model, state)
+                _set_state(t.model, states[k])
                 # each member's share of the fused epoch's time
-                metrics = t.end_epoch(float(log["loss"]), float(log["accuracy"]), epoch_s / len(ids))
+                metrics = t.end_epoch(float(logs[k]["loss"]), float(logs[k]["accuracy"]), epoch_s / len(ids))
                 out[i] = {**t.judge(metrics), "fused": len(ids)}
             except Exception as e:  # noqa: BLE001 - that member's trial fails, alone
                 out[i] = e
         return out
 
-    def _train(self, ids: tuple[str, ...], trainings: list[Training]):
-        """The members' states after one fused epoch (nothing set in their models yet), the
-        last step's logs (the epoch's means) and the epoch's seconds."""
+    def _train(self, cohort: Cohort, ids: list[str]):
+        """The cohort's states after one fused epoch of the members in `ids` (the others'
+        pass through unchanged; nothing is set in the models yet), the last step's logs (the
+        epoch's means) and the epoch's seconds."""
         import jax
 
         if self._data is None:
-            first = trainings[0]
+            first = self.members[ids[0]]
             self._data = (jax.device_put(np.asarray(first.x)), jax.device_put(np.asarray(first.y)))
         x, y = self._data
-        orders = np.stack([t.begin_epoch() for t in trainings]).astype(np.int32)
-        models = [t.model for t in trainings]
-        for m in models:
-            m.reset_metrics()
-        states = [m._get_jax_state(trainable_variables=True, non_trainable_variables=True,
-                                   optimizer_variables=True, metrics_variables=True) for m in models]
-        step = self._program(ids, models)
-        batch, rows = self.key[0], orders.shape[1]
+        rows = self.key[1]
+        active = np.array([i in ids for i in cohort.ids])
+        orders = np.zeros((len(cohort.ids), rows), np.int32)
+        states = []
+        for k, i in enumerate(cohort.ids):
+            if active[k]:
+                t = self.members[i]
+                orders[k] = t.begin_epoch()
+                t.model.reset_metrics()
+                states.append(_copy(_state(t.model)))
+            else:  # sits this round out, or has left: its part does not run
+                states.append(cohort.rest[k] if i is None else _copy(_state(self.members[i].model)))
+        table = cohort.phases(active, rows)
+        step = cohort.step(rows)
         start = time.perf_counter()
-        orders = jax.device_put(orders)
-        logs = None
-        for begin in range(0, rows, batch):  # the last batch may be short, as in fit()
-            logs, states = step(states, x, y, orders, begin, min(batch, rows - begin))
+        phases, orders = jax.device_put(table), jax.device_put(orders)
+        logs = [None] * len(states)
+        for s in range(len(table)):
+            out, states = step(states, phases, x, y, orders, s)
+            logs = [out[k] if table[s, k] != SKIP else logs[k] for k in range(len(logs))]
         states = jax.block_until_ready(states)
+        for k, i in enumerate(cohort.ids):
+            if i is None:
+                cohort.rest[k] = states[k]  # donated: keep the live copy
         return states, logs, time.perf_counter() - start
 
-    def _program(self, ids: tuple[str, ...], models: list):
-        """The jitted fused step for this membership: K Keras train_steps side by side."""
-        import jax
-        from functools import partial
 
-        if ids not in self._programs:
-            @partial(jax.jit, static_argnames="size", donate_argnums=0)
-            def step(states, x, y, orders, begin, size):
-                logs, new = [], []
-                for k, model in enumerate(models):
-                    rows = jax.lax.dynamic_slice_in_dim(orders[k], begin, size)
-                    log, state = model.train_step(states[k], (x[rows], y[rows]))
-                    logs.append(log)
-                    new.append(state)
-                return logs, new
+def _state(model):
+    return model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                optimizer_variables=True, metrics_variables=True)
 
-            while len(self._programs) >= MAX_PROGRAMS:
-                self._programs.pop(next(iter(self._programs)))
-            self._programs[ids] = step
-        return self._programs[ids]
+
+def _copy(state):
+    """The step donates its input buffers; the models' own variables must survive a failed
+    epoch (its members then train alone) and a round they sit out."""
+    import jax
+
+    return jax.tree.map(lambda a: a.copy(), state)
 
 
 def _alone(training: Training) -> dict[str, Any] | Exception:

@@ -7,8 +7,8 @@ trial, and keep working unchanged if the trial stays the unit; only the compute 
 - a `Placement` actor (owned by the driver, so it and its fusers end with the sweep) puts a new
   member in a fuser on the member's own node and GPUs that has room for it; a CPU node's
   fusers start with the sweep, one per slot, so their imports overlap Tune's start-up;
-- a `Fuser` is one process per slot (Keras on JAX, the slot's threads) holding up to K members,
-  grouped by batch size: one fused program per group. An epoch round starts when every member
+- a `Fuser` is one process per slot (Keras on JAX, the slot's threads) holding up to K members
+  in fused programs (distune.trial.fused). An epoch round starts when every member
   it holds has asked, or a short wait after the first asked: a member whose trial Tune paused
   or stopped (and whose actor it keeps for reuse) holds no one up for long, and is left out of
   later rounds until it asks again;
@@ -60,7 +60,7 @@ class Fuser:
         self.last_round_s = self.last_round_end = 0.0
 
     def join(self, member: str, hp, train, seed: int, data_dir: str) -> int:
-        """Build the member's model into the group of its batch size; this process's id."""
+        """Build the member's model into the group of its input view; this process's id."""
         import os
         from pathlib import Path
 
@@ -138,7 +138,7 @@ class Fuser:
         out: dict[str, Any] = {}
         try:
             with self.keras:
-                for key, group in list(self.groups.items()):  # one fused program per batch size
+                for key, group in list(self.groups.items()):  # mlp and cnn members apart
                     if mine := [m for m in ids if self.keys.get(m) == key]:
                         out.update(group.epoch(mine))
         except Exception as e:  # noqa: BLE001 - not one member's: every member's step fails
