@@ -200,6 +200,10 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
 
     space, ctx = trial_space(exp), search_context(exp)
     res = exp.resources
+    if res.fuse > 1 and res.gpus_per_trial == 0:
+        say("distune: fused trials on CPUs only: on 2 CPU cores they ran the default preset's "
+            "space at 0.6-0.73x the trials per hour of unfused ones (docs/benchmarks.md, "
+            "'Fused trials'); fusing is made for GPUs")
     search_alg = SEARCHERS[exp.search.searcher].build(exp.searcher_options(), ctx)
     if exp.search.warm_start:
         from distune.search.warmstart import WarmStarted, prior_results
