@@ -69,13 +69,16 @@ def test_members_ask_ray_for_a_share_of_a_slot():
 
 def _kill_a_fuser_after_a_checkpoint(results: Path, killed: dict, done: threading.Event) -> None:
     """What a crashed fused process does to its members: SIGKILL the fuser of the first
-    member that has a checkpoint in storage (its process id is in the member's results)."""
+    unfinished member that has a checkpoint in storage (its process id is in the member's
+    results)."""
     while not done.wait(0.05):
         for checkpoint in results.glob("*/checkpoint_*"):
             try:
-                last = (checkpoint.parent / "result.json").read_text().strip().splitlines()[-1]
-                pid = json.loads(last)["training_pid"]
+                last = json.loads((checkpoint.parent / "result.json").read_text().strip().splitlines()[-1])
+                pid = last["training_pid"]
             except (OSError, IndexError, ValueError, KeyError):
+                continue
+            if last.get("done"):  # it has no step left to fail
                 continue
             os.kill(pid, signal.SIGKILL)
             killed.update(pid=pid, trial=checkpoint.parent.name)
@@ -90,13 +93,15 @@ def test_a_fused_asha_sweep_from_the_cli(joined_ray, mnist_path, tmp_path):
     members a retry each from their own last checkpoint, not their epochs."""
     file = tmp_path / "fused.yaml"
     file.write_text(json.dumps({
-        "data": {"train_subset": 1600, "validation_split": 0.25},
+        "data": {"train_subset": 3200, "validation_split": 0.25},
         "model": {"space": {"hidden_layers": 1, "units": {"choice": [16, 32]},
                             "learning_rate": {"loguniform": [1e-3, 1e-2]},
                             "batch_size": {"choice": [32, 64]}}},
         "train": {"epochs": 3, "backend": "jax"},
         "search": {"searcher": "random", "num_samples": 6},
-        "schedule": {"scheduler": "asha", "options": {"grace_period": 1, "reduction_factor": 2}},
+        # ASHA's one rung at epoch 2: no member is stopped before the first checkpoint's owner
+        # (the kill's victim) asks for its second epoch, so the kill always meets it running
+        "schedule": {"scheduler": "asha", "options": {"grace_period": 2, "reduction_factor": 2}},
         "resources": {"cpus_per_trial": 1, "fuse": 3},
         "run": {"storage": str(tmp_path), "name": "fused", "seed": 0, "report": False,
                 "max_failures": 2}}))
