@@ -52,12 +52,13 @@ def run_arm(name: str, sets: dict, args, seed: int, storage: str) -> dict:
             cmd += ["--set", f"{key}={value}"]
     # JAX's persistent compilation cache lives under the temp dir: each arm gets its own,
     # empty (a first sweep's cost), or filled by one untimed run of the same arm (--warm)
-    env = {**os.environ, "TMPDIR": tempfile.mkdtemp(prefix="fb-")}
-    if args.warm:
-        subprocess.run(cmd, capture_output=True, text=True, env=env)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="fb-") as own:
+        env = {**os.environ, "TMPDIR": own}
+        if args.warm:
+            subprocess.run(cmd, capture_output=True, text=True, env=env)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{name}: distune failed\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     sweep = float(re.search(r"Best of \d+ trials \((\d+(?:\.\d+)?) s\)", proc.stdout).group(1))
