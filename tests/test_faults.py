@@ -166,17 +166,22 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
                                    "--set", "resources.max_concurrent_trials=null", env=joined_ray),
                          tmp_path / "hyperband")
 
-    def kill_after_three(proc) -> None:  # each at its own moment, while its sweep still runs
-        wait_for_lines(proc, lambda ls: sum(" after " in line for line in ls) >= 3)
-        assert proc.poll() is None, "the sweep ended before the fault"
+    missed: dict[str, str] = {}  # why a driver was not killed, in the thread that watched it
+
+    def kill_after_three(name, proc) -> None:  # each at its own moment, while its sweep still runs
+        try:
+            wait_for_lines(proc, lambda ls: sum(" after " in line for line in ls) >= 3)
+        except AssertionError as e:  # the run ended first: its output says why
+            missed[name] = str(e)[-3000:]
+            return
         os.killpg(proc.pid, signal.SIGKILL)
 
-    faults = [threading.Thread(target=kill_after_three, args=(p,)) for p, _ in runs.values()]
+    faults = [threading.Thread(target=kill_after_three, args=(name, p)) for name, (p, _) in runs.items()]
     for thread in faults:
         thread.start()
-    for thread, (proc, _) in zip(faults, runs.values()):
+    for thread, (name, (proc, _)) in zip(faults, runs.items()):
         thread.join(timeout=300)
-        assert proc.wait(timeout=60) == -signal.SIGKILL, "a driver was not killed"
+        assert proc.wait(timeout=60) == -signal.SIGKILL, f"the {name} driver was not killed: {missed.get(name)}"
     for searcher, (_, storage) in runs.items():
         directory = storage / "kill"
         before = trial_results(directory)  # as the fault left them

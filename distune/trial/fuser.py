@@ -37,6 +37,8 @@ from distune.trial.usermodel import trial_inputs
 from distune.trial.worker import share_arrays
 
 PATIENCE_S = 1.0  # wait this long (or a quarter of the last round) for the rest of a round
+JOIN_PATIENCE_S = 5.0  # and this long for a member placed here that is still joining: members
+# that join together share one compiled program (distune.trial.fused), the others never do
 
 
 class Fuser:
@@ -55,9 +57,16 @@ class Fuser:
         self.cond = threading.Condition()
         self.asked: dict[str, float] = {}  # member -> when it asked for its next epoch
         self.idle: set[str] = set()  # left out of the last round for not asking in time
+        self.coming: set[str] = set()  # placed here by Placement, not joined yet
         self.results: dict[str, Any] = {}
         self.running = False
         self.last_round_s = self.last_round_end = 0.0
+
+    def expect(self, member: str) -> None:
+        """Placement put `member` here: a round about to start waits a little for it."""
+        with self.cond:
+            if member not in self.keys:
+                self.coming.add(member)
 
     def join(self, member: str, hp, train, seed: int, data_dir: str) -> int:
         """Build the member's model into the group of its input view; this process's id."""
@@ -76,6 +85,7 @@ class Fuser:
             self.groups.setdefault(key, FusedGroup()).add(member, training)
             self.keys[member] = key
         with self.cond:
+            self.coming.discard(member)
             self.cond.notify_all()
         return os.getpid()
 
@@ -89,6 +99,7 @@ class Fuser:
         with self.cond:
             self.asked.pop(member, None)
             self.idle.discard(member)
+            self.coming.discard(member)
             self.cond.notify_all()
 
     def _training(self, member: str):
@@ -119,18 +130,20 @@ class Fuser:
         return result
 
     def _due(self) -> bool:
-        waiting = [m for m in self.keys if m not in self.idle]
+        waiting = [m for m in [*self.keys, *self.coming] if m not in self.idle]
         if all(m in self.asked for m in waiting):
             return True
         # counted from the first ask, or from the last round's end for a member that asked
         # during it (else members that fell out of step would alternate, never fused again)
         patience = max(PATIENCE_S, self.last_round_s / 4)
+        if any(m in self.coming for m in waiting):
+            patience = max(patience, JOIN_PATIENCE_S)
         return time.monotonic() - max(min(self.asked.values()), self.last_round_end) >= patience
 
     def _round(self) -> None:
         """Train every member that asked (called holding `cond`, released while training)."""
         ids = sorted(m for m in self.asked if m in self.keys)
-        self.idle |= set(self.keys) - set(ids)
+        self.idle |= (set(self.keys) | self.coming) - set(ids)
         self.asked = {m: t for m, t in self.asked.items() if m not in ids}
         self.running = True
         self.cond.release()
@@ -172,6 +185,7 @@ class Placement:
         open_ = [f for f in self.fusers.values() if f["where"] == where and len(f["members"]) < self.fuse]
         chosen = max(open_, key=lambda f: len(f["members"]), default=None) or self._start(where)
         chosen["members"].add(member)
+        chosen["handle"].expect.remote(member)
         return chosen["id"], chosen["handle"]
 
     def release(self, member: str) -> None:
