@@ -101,7 +101,7 @@ def test_a_fused_asha_sweep_from_the_cli(mnist_path, tmp_path):
         "search": {"searcher": "random", "num_samples": 6},
         # ASHA's one rung at epoch 2: no member is stopped before the first checkpoint's owner
         # (the kill's victim) asks for its second epoch, so the kill always meets it running
-        "schedule": {"scheduler": "asha", "options": {"grace_period": 2, "reduction_factor": 2}},
+        "schedule": {"scheduler": "asha", "options": {"grace_period": 2, "reduction_factor": 3}},
         "resources": {"cpus_per_trial": 1, "fuse": 3},
         "run": {"storage": str(tmp_path), "name": "fused", "seed": 0, "report": False,
                 "max_failures": 2}}))
