@@ -130,3 +130,19 @@ def interrupt_once(marker: Path):
                 os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own "save and stop" signal
 
     return InterruptOnce()
+
+
+def run_under_jax(script: str, mnist_path, work) -> dict:
+    """tests/`script` MNIST WORK in its own process on Keras's JAX backend (fixed when Keras
+    is imported, so it cannot be switched in the suite's processes); its last line, as JSON."""
+    import json
+    import subprocess
+    import sys
+
+    from distune.ops.environment import backend_environment
+
+    env = {**os.environ, **QUIET_ENV, **backend_environment("jax", 1)}
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), str(mnist_path),
+                           str(work)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import experiment
+from conftest import experiment, run_under_jax
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +23,6 @@ def test_models_cross_backends_and_jax_resumes_exactly(mnist_path, tmp_path):
     import keras
 
     from distune.config import TrainConfig
-    from distune.ops import QUIET_ENV, backend_environment
     from distune.space import Hyperparams
     from distune.trial import Training, load_mnist, reshape_for
 
@@ -37,12 +33,7 @@ def test_models_cross_backends_and_jax_resumes_exactly(mnist_path, tmp_path):
     t.run_epoch()
     t.model.save(tmp_path / "tf.keras")
     np.save(tmp_path / "tf_predictions.npy", t.model.predict(reshape_for(t.model, x), verbose=0))
-    env = {**os.environ, **QUIET_ENV, **backend_environment("jax", 1)}
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("backend_check.py")),
-                           str(mnist_path), str(tmp_path)], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_under_jax("backend_check.py", mnist_path, tmp_path)
     assert out["backend"] == "jax"
     assert out["tf_model_max_diff"] < 1e-5
     assert out["weights_equal"] and out["optimizer_equal"]

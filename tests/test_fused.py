@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 
 from distune.config import validate
 from distune.errors import ConfigError
-from distune.ops.environment import QUIET_ENV, backend_environment
+from conftest import run_under_jax
 from test_cli import distune
 
 
@@ -28,12 +26,7 @@ def test_fused_members_train_exactly_as_alone_and_apart(mnist_path, tmp_path):
     same config alone (tolerance: none, on CPU), though one partner diverges (NaN weights) and
     another raises; the raising one gets its error, and a member resumed from its checkpoint
     in a new group continues exactly."""
-    env = {**os.environ, **QUIET_ENV, **backend_environment("jax", 1)}
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("fused_check.py")),
-                           str(mnist_path), str(tmp_path)], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_under_jax("fused_check.py", mnist_path, tmp_path)
     assert out["curves_equal"] == {"a": True, "c": True}, out
     assert out["weights_equal"] == {"a": True, "c": True}, out
     assert out["fused"] == [4, 4, 3]  # one program for all, also while b is NaN and d raises
