@@ -323,3 +323,40 @@ def test_quiet_is_not_blind(capsys):
     assert len(lines) == 2, lines
     assert lines[0].startswith("distune: warning from optuna") and "instead of `CmaEsSampler`" in lines[0]
     assert lines[1] == "distune: warning from UserWarning in test_search_algorithms.py: option x=3 is ignored (shown once)"
+
+
+@pytest.mark.slow
+def test_hyperband_ends_trials_still_pausing_when_their_bracket_ends(ray_local, tmp_path):
+    """Two trials reach their bracket's last rung together, the first's pause still saving
+    when the second reports: Ray's HyperBand leaves the first PAUSED forever and the sweep
+    never ends. distune's ends it. (A plain Trainable whose save takes 2 s: the race is the
+    scheduler's, not the model's; max_t 2, eta 2: trials 3 and 4 form a bracket of one rung.)"""
+    import time
+
+    from ray import tune
+
+    from distune.search.replayed import ResumableHyperBand
+
+    class Slow(tune.Trainable):
+        def step(self):
+            time.sleep(0.3)
+            return {"score": self.config["x"]}
+
+        def save_checkpoint(self, checkpoint_dir):
+            time.sleep(2)
+
+        def load_checkpoint(self, checkpoint):
+            pass
+
+    scheduler = ResumableHyperBand(time_attr="training_iteration", max_t=2, reduction_factor=2)
+    grid = tune.Tuner(
+        tune.with_resources(Slow, {"cpu": 0.25}), param_space={"x": tune.grid_search([1, 2, 3, 4])},
+        tune_config=tune.TuneConfig(metric="score", mode="max", scheduler=scheduler, time_budget_s=30),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="hb", verbose=0)).fit()
+    statuses = sorted(r.metrics["training_iteration"] for r in grid)
+    assert statuses == [1, 2, 2, 2], statuses
+    assert not grid.errors
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(tmp_path / "hb")).trials
+    assert {t.status for t in trials} == {"TERMINATED"}, [(t.trial_id, t.status) for t in trials]

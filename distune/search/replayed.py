@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler, MedianStoppingRule
+from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandForBOHB, HyperBandScheduler, MedianStoppingRule
 
 from distune.results import RESULTS_LOG_FILE
 
@@ -57,7 +57,35 @@ def creation_index(trial: Trial) -> int:
     return int(head) if head.isdigit() else 1 << 30
 
 
-class ResumableHyperBand(HyperBandScheduler):
+class NoneLeftPausing:
+    """Mixin for synchronous HyperBand: when a bracket ends, stop the trials still pausing at
+    its last rung. Ray's `cleanup_full` stops only trials already PAUSED; one whose PAUSE
+    still waits for its checkpoint save (RUNNING, saving) when the bracket's last trial
+    reports becomes PAUSED a moment later and waits forever: the sweep never ends (seen in
+    the fault tests, two trials of a bracket at its last rung together)."""
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict):
+        action = super().on_trial_result(tune_controller, trial, result)
+        self._stop_pausing(tune_controller, trial)
+        return action
+
+    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        super().on_trial_remove(tune_controller, trial)
+        self._stop_pausing(tune_controller, trial)
+
+    def _stop_pausing(self, tune_controller, trial: Trial) -> None:
+        bracket = self._trial_info[trial][0]
+        if bracket.finished():
+            for other in bracket.current_trials():
+                if other is not trial and other.status == Trial.RUNNING and other.is_saving:
+                    tune_controller.stop_trial(other)  # Tune applies it once the save is done
+
+
+class StoppingBOHB(NoneLeftPausing, HyperBandForBOHB):
+    pass
+
+
+class ResumableHyperBand(NoneLeftPausing, HyperBandScheduler):
     """Synchronous HyperBand across a resume. Ray re-adds restored trials most recent first,
     and HyperBand fills brackets in the order trials arrive: the brackets would be made anew,
     finished trials would sit in them forever without results, and their rungs never close.

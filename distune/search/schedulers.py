@@ -130,7 +130,7 @@ class HyperbandBOHBOptions(Options):
 @SCHEDULERS.add("hyperband_bohb", "Hyperband as BOHB needs it (pair with searcher bohb)",
                 HyperbandBOHBOptions, only_with=("bohb",))
 def _hyperband_bohb(opts: HyperbandBOHBOptions, ctx: Context):
-    from ray.tune.schedulers import HyperBandForBOHB
+    from distune.search.replayed import StoppingBOHB
 
-    return HyperBandForBOHB(time_attr=EPOCHS, max_t=opts.max_t or ctx.max_epochs,
-                            reduction_factor=opts.reduction_factor)
+    return StoppingBOHB(time_attr=EPOCHS, max_t=opts.max_t or ctx.max_epochs,
+                        reduction_factor=opts.reduction_factor)
