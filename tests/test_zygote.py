@@ -75,9 +75,16 @@ def _gone(pid: int, within: float) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="the zygote is Linux-only (others spawn)")
 def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(mnist_path):
+    # The zygote a driver starts before its Ray (zygote.Early), importing while the "raylet"
+    # starts, then adopted by it: the actors' children come from it; a second one for the
+    # same raylet stands down.
+    early = zygote.Early({})
     raylet = subprocess.Popen([sys.executable, "-c", RAYLET, ACTOR, str(mnist_path)], cwd=REPO,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert early.adopt(raylet.pid)
+        spare = zygote.Early({})
+        assert not spare.adopt(raylet.pid) and spare.process.returncode is not None
         seen = {}
         for mode in ("spawned", "forked", "forked"):
             raylet.stdin.write(mode + "\n")
@@ -92,6 +99,7 @@ def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(
         log = (home / "zygote.log").read_text()
         assert log.count("ready for raylet") == 1, log  # one import, two forks
         zygote_pid = int(log.split("zygote ")[1].split()[0])
+        assert zygote_pid == early.process.pid, "the actors' zygote was not the early one"
         assert first["pid"] != second["pid"] and first["raylet"] == second["raylet"] == raylet.pid
         for child in (first, second):
             assert _gone(child["pid"], 5), "a forked child outlived its actor"
@@ -131,7 +139,7 @@ def test_a_directory_others_can_enter_is_not_trusted(tmp_path, monkeypatch):
     with pytest.raises(NotPrivate):
         private_dir("theirs")
     # Both users of it: a zygote falls back to spawning, the data cache refuses and says why.
-    monkeypatch.setattr(zygote, "_flavour", lambda: "x")
+    monkeypatch.setattr(zygote, "_flavour", lambda environ=None: "x")
     os.mkdir(tmp_path / f"distune-zygote-{os.getuid()}-1-x", 0o777)
     os.chmod(tmp_path / f"distune-zygote-{os.getuid()}-1-x", 0o777)
     with pytest.raises(zygote.Unavailable, match="not a private directory"):

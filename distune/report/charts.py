@@ -270,15 +270,19 @@ def misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndar
     wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit]
     cols = 10
     rows = math.ceil(len(wrong) / cols)
+    # One mosaic in one axes, titles as text: 40 axes of their own took ~1 s of every report
+    cell, pad, title = 28, 6, 10  # pixels: a digit, the gap, the title's strip above it
+    mosaic = np.full((rows * (cell + pad + title), cols * (cell + pad)), np.nan)
     with plt.style.context("default"):
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.45), squeeze=False)
-        for ax in axes.flat:
-            ax.axis("off")
-        for ax, i in zip(axes.flat, wrong):
-            ax.imshow(images[i].reshape(28, 28), cmap="gray_r")
-            ax.set_title(f"{y_true[i]}→{predicted[i]} ({probabilities[i, predicted[i]]:.0%})",
-                         fontsize=8)
+        fig = plt.figure(figsize=(cols * 1.2, rows * 1.45 + 0.4))
+        ax = fig.add_axes((0.0, 0.0, 1.0, 1 - 0.4 / (rows * 1.45 + 0.4)))
+        for n, i in enumerate(wrong):
+            top, left = (n // cols) * (cell + pad + title) + title, (n % cols) * (cell + pad) + pad // 2
+            mosaic[top:top + cell, left:left + cell] = images[i].reshape(28, 28)
+            ax.text(left + cell / 2, top - 1.5, f"{y_true[i]}→{predicted[i]} "
+                    f"({probabilities[i, predicted[i]]:.0%})", ha="center", va="bottom", fontsize=8)
+        ax.imshow(np.ma.masked_invalid(mosaic), cmap="gray_r", interpolation="nearest")
+        ax.axis("off")
         fig.suptitle(f"{len(wrong)} of {int((predicted != y_true).sum())} misclassified test "
                      "digits, most confident first (true→predicted)", fontsize=10)
-        fig.tight_layout()
     return fig

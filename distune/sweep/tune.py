@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -40,14 +41,39 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
     # (--verbose), and the Tuner, which pickles `print` in its callbacks, could not be saved.
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
+    early = early_zygote(exp) if address == "local" else None
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.CRITICAL,
              runtime_env={"env_vars": env} if env else None)
+    if early:
+        try:
+            raylet = local_raylet()
+        except (AttributeError, KeyError, IndexError):  # Ray's private layout moved on
+            early.cancel()
+        else:
+            early.adopt(raylet)
     if address == "local":
         protect_token()
     if not verbose:  # ray.init configures Ray's loggers; quiet Tune's after it
         surface_warnings()
     return True
+
+
+def early_zygote(exp: Experiment):
+    """This node's zygote, started before its Ray (distune.trial.zygote.Early); None where
+    trials do not fork (fused trials, DISTUNE_ZYGOTE=0, not Linux)."""
+    from distune.trial import zygote
+
+    if exp.resources.fuse > 1 or os.environ.get("DISTUNE_ZYGOTE") == "0" or sys.platform != "linux":
+        return None
+    return zygote.Early(training_environment(exp)[1])
+
+
+def local_raylet() -> int:
+    """The pid of the raylet this driver started (its trials' workers are its children)."""
+    from ray._private import ray_constants, worker
+
+    return worker._global_node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
 
 
 def check_resources(exp: Experiment, say: Callable[[str], None] = print) -> None:
