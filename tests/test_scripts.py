@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
     ("scripts/bench/search_quality.py", "best_searcher_scheduler_val_accuracy: ", True),
     ("scripts/bench/trial_startup.py", "trial_first_epoch_forked_s: ", True),
     ("scripts/bench/backends.py", "jax_speedup_mlp_128: ", False),
+    ("scripts/bench/command_cost.py", "command_fixed_cost_s: ", True),
 ])
 def test_quick_mode(script, headline, joins, mnist_path, request):
     env = request.getfixturevalue("joined_ray") if joins else {}
