@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -64,7 +63,7 @@ def early_zygote(exp: Experiment):
     trials do not fork (fused trials, DISTUNE_ZYGOTE=0, not Linux)."""
     from distune.trial import zygote
 
-    if exp.resources.fuse > 1 or os.environ.get("DISTUNE_ZYGOTE") == "0" or sys.platform != "linux":
+    if exp.resources.fuse > 1 or not zygote.enabled():
         return None
     return zygote.Early(training_environment(exp)[1])
 

@@ -88,12 +88,17 @@ def fork_child(data_dir: str, threads: int) -> tuple[Connection, int]:
     return Connection(ours.detach()), int(json.loads(reply)["pid"])
 
 
+def enabled() -> bool:
+    """Whether training processes fork here: Linux, and not turned off with DISTUNE_ZYGOTE=0."""
+    return sys.platform == "linux" and os.environ.get("DISTUNE_ZYGOTE") != "0"
+
+
 def start_here(env: dict[str, str]) -> bool:
     """Start this node's zygote for training processes with `env` (a trial's backend settings)
     unless it runs: called in a Ray worker, by a task the driver sends each node as a sweep
     starts, so that TensorFlow's import overlaps Tune's start-up instead of delaying the first
     trial. Returns once the zygote listens (before its import); whether one does."""
-    if sys.platform != "linux" or os.environ.get("DISTUNE_ZYGOTE") == "0":
+    if not enabled():
         return False
     saved = dict(os.environ)
     os.environ.update(env)  # what the trial's actor sets before it asks (see _flavour)
