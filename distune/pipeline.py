@@ -20,7 +20,7 @@ from distune.results.table import write_atomic, write_json
 from distune.report.page import try_write_report
 from distune.search.searchers import SEARCHERS
 from distune.space.params import grid_points
-from distune.sweep.directory import corrupt_checkpoints, experiment_dir, load_data, prepare_directory
+from distune.sweep.directory import check_checkpoints, experiment_dir, load_data, prepare_directory
 from distune.sweep.tune import build_tuner, fit, make_trainable
 from distune.trial.training import configure_tensorflow
 from distune.trial.usermodel import dry_build
@@ -81,14 +81,17 @@ def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
     if not tune.Tuner.can_restore(where(directory)):
         raise DistuneError(f"{directory} has no sweep state to resume (it never started). Run it "
                            f"again with `distune run {directory / CONFIG_FILE} --overwrite`.")
-    problems = corrupt_checkpoints(directory)
-    if problems and not skip_corrupt:
-        raise DistuneError("cannot resume: " + "; ".join(problems) + ". Restore those files (for "
+    check = check_checkpoints(directory)
+    if check.corrupt and not skip_corrupt:
+        raise DistuneError("cannot resume: " + "; ".join(check.corrupt) + ". Restore those files (for "
                            "example from your shared storage), or pass --skip-corrupt to resume "
                            "anyway: those trials fail and are recorded as errors, all other "
                            "results are kept.")
     splits = load_data(exp)
     say(f"distune: resuming {directory.name} from {where(directory)}")
+    for tid in check.restarting:
+        say(f"distune: trial {tid} restarts from epoch 1 (same seed, same curve): its checkpoints "
+            "on storage are newer than the sweep's last saved state, which was cut short")
     analysis = fit(exp, verbose, lambda: tune.Tuner.restore(
         where(directory), trainable=make_trainable(exp, splits.for_trials()),
         resume_unfinished=True, resume_errored=True), say)

@@ -60,45 +60,59 @@ def test_ctrl_c_saves_state_then_resume_refuses_a_corrupt_checkpoint_and_finishe
                                                                                  tmp_path):
     """One interrupted driver for two faults: Ctrl-C (state saved, exit 130, the resume
     command printed), then a checkpoint corrupted before the resume (refused with its name;
-    --skip-corrupt resumes anyway, that trial an error, every other finished in full). The
+    --skip-corrupt resumes anyway, that trial an error, every other finished in full), and
+    another trial's checkpoint superseded as a driver killed between Tune's deletion of it and
+    its next state save leaves it (that trial restarts from epoch 1, the same curve). The
     driver runs its own local Ray, which Ctrl-C shuts down; the resume joins the suite's."""
     from distune.results import open_analysis
-    from distune.sweep import corrupt_checkpoints
+    from distune.sweep import check_checkpoints
 
     storage = tmp_path / "store"
     # max_failures 0: the corrupt trial fails at once on resume, instead of three retries.
     proc = start_run(mnist_path, storage, "sigint", 3, 10, "--set", "data.train_subset=3000",
                      "--set", "run.max_failures=0")
-    wait_for_lines(proc, lambda ls: any("epoch   1/10" in line for line in ls))
+    wait_for_lines(proc, lambda ls: sum("epoch   1/10" in line for line in ls) >= 2)
     show = distune("show", "sigint", "--storage", str(storage))  # works while it runs
     # the trials created so far: 2 at a time (max_concurrent_trials), the third once one ends
     assert show.returncode == 0 and any(f"{n} trials" in show.stdout for n in (2, 3)), show.stderr
-    # Ctrl-C at once: a trial has a checkpoint and most of its 10 epochs to go. (Lines read
+    # Ctrl-C at once: two trials have a checkpoint and most of their 10 epochs to go. (Lines read
     # after `show` may be seconds old, so nothing here waits on them.)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"distune resume sigint --storage {storage}" in err and "Traceback" not in err
 
-    assert corrupt_checkpoints(storage / "sigint") == []
+    assert check_checkpoints(storage / "sigint") == ([], [])
     unfinished = [t for t in open_analysis(storage / "sigint").trials if t.status != "TERMINATED"
                   and t.run_metadata.checkpoint_manager.latest_checkpoint_result]
-    assert unfinished, "no unfinished trial with a checkpoint to corrupt"
-    victim = unfinished[0]
+    assert len(unfinished) >= 2, "fewer than two unfinished trials with a checkpoint"
+    victim, restarted = unfinished[:2]
     ckpt = Path(victim.run_metadata.checkpoint_manager.latest_checkpoint_result.checkpoint.path)
     (ckpt / "model.keras").write_bytes(b"garbage")
+    ckpt = Path(restarted.run_metadata.checkpoint_manager.latest_checkpoint_result.checkpoint.path)
+    index = int(ckpt.name.split("_")[1])
+    ckpt.rename(ckpt.with_name(f"checkpoint_{index + 2:06d}"))  # gone, a newer one beside it
+    before = trial_results(storage / "sigint")[restarted.trial_id]
 
     r = distune("resume", "sigint", "--storage", str(storage))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"trial {victim.trial_id}: checkpoint" in r.stderr and "--skip-corrupt" in r.stderr
+    assert f"trial {restarted.trial_id}" not in r.stderr  # not a problem: it restarts
 
     r = distune("resume", "sigint", "--storage", str(storage), "--skip-corrupt", env=joined_ray)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "test accuracy" in r.stdout
+    assert f"trial {restarted.trial_id} restarts from epoch 1" in r.stdout
     t = table(storage, "sigint").set_index("trial")
     assert len(t) == 3 and t.loc[victim.trial_id, "status"] == "error"
     rest = t.drop(victim.trial_id)
     assert set(rest.status) == {"completed"} and set(rest.epochs) == {10}
+    after = trial_results(storage / "sigint")[restarted.trial_id]
+    assert [r["training_iteration"] for r in after] == list(range(1, 11))  # its log begins anew
+    assert before and after[0]["pid"] != before[0]["pid"]
+    metrics = ("loss", "val_loss", "val_accuracy")
+    assert [{m: r[m] for m in metrics} for r in after[:len(before)]] == \
+        [{m: r[m] for m in metrics} for r in before]  # the same seed: the same curve, exactly
 
 
 def trial_results(directory: Path) -> dict[str, list[dict]]:

@@ -214,7 +214,7 @@ def test_cross_validation_early_stops_on_the_fold_mean(small_splits):
 @pytest.mark.slow
 def test_cv_sweep_reports_folds_and_checkpoints_them(ray_local, mnist_path, tmp_path):
     from distune import run
-    from distune.sweep import corrupt_checkpoints
+    from distune.sweep import check_checkpoints
 
     exp = experiment(mnist_path, tmp_path, data={"train_subset": 600}, search={"num_samples": 1,
                      "cv_folds": 3})
@@ -225,4 +225,4 @@ def test_cv_sweep_reports_folds_and_checkpoints_them(ray_local, mnist_path, tmp_
     assert list(progress.folds) == [3, 3] and (progress.val_accuracy_std > 0).all()
     checkpoint = sorted((d / trial).glob("checkpoint_*"))[-1]
     assert (checkpoint / "cv.json").is_file() and (checkpoint / "fold_3" / "model.keras").is_file()
-    assert 0.15 < s.test_accuracy <= 1 and corrupt_checkpoints(d) == []  # 8 steps: above chance
+    assert 0.15 < s.test_accuracy <= 1 and check_checkpoints(d).corrupt == []  # 8 steps: above chance

@@ -10,7 +10,7 @@ _NAMES = {
     "check_resources": "tune",
     "check_writable": "directory",
     "checkpoint_config": "tune",
-    "corrupt_checkpoints": "directory",
+    "check_checkpoints": "directory",
     "experiment_dir": "directory",
     "fit": "tune",
     "left_paused_by_hyperband": "tune",

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from distune.config.schema import Experiment, storage_root
 from distune.errors import DistuneError
 from distune.ops.storage import (checkpoint_path, is_uri, join, local_copy, mirror, prepare_remote,
                                  remote_of, taken_error)
 from distune.results.table import open_analysis
+from distune.sweep.superseded import superseded
 from distune.trial.data import load_mnist
 from distune.trial.training import checkpoint_problem
 
@@ -56,15 +58,23 @@ def load_data(exp: Experiment):
     return load_mnist(exp.data.path, exp.data.validation_split, exp.data.train_subset, exp.run.seed)
 
 
-def corrupt_checkpoints(directory: Path) -> list[str]:
-    """Unfinished trials whose latest checkpoint is missing or unreadable."""
-    problems = []
+class CheckpointCheck(NamedTuple):
+    corrupt: list[str]  # unfinished trials whose latest checkpoint is missing or unreadable
+    restarting: list[str]  # trial ids whose latest was superseded (distune.sweep.superseded)
+
+
+def check_checkpoints(directory: Path) -> CheckpointCheck:
+    """What a resume will find of each unfinished trial's latest checkpoint."""
+    check = CheckpointCheck([], [])
     for trial in open_analysis(directory).trials:
         if trial.status in ("TERMINATED",):
             continue
         latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
-        if latest is not None:
-            problem = checkpoint_problem(local_copy(checkpoint_path(trial, latest.checkpoint)))
-            if problem:
-                problems.append(f"trial {trial.trial_id}: {problem}")
-    return problems
+        if latest is None:
+            continue
+        path = checkpoint_path(trial, latest.checkpoint)
+        if superseded(trial.storage.storage_filesystem, f"{trial.storage.trial_fs_path}/{path.name}"):
+            check.restarting.append(trial.trial_id)
+        elif problem := checkpoint_problem(local_copy(path)):
+            check.corrupt.append(f"trial {trial.trial_id}: {problem}")
+    return check

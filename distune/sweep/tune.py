@@ -221,6 +221,7 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
     from ray.tune.search import Searcher
 
     from distune.sweep.progress import ProgressLines
+    from distune.sweep.superseded import RestartSuperseded
     from distune.sweep.tracking import tracking_callbacks
 
     space, ctx = trial_space(exp), search_context(exp)
@@ -267,8 +268,8 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
         failure_config=tune.FailureConfig(max_failures=exp.run.max_failures),
         stop=stopper,
         callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say),
-                   *([stopper] if stopper else []), *tracking_callbacks(exp, directory),
-                   *callbacks],
+                   RestartSuperseded(), *([stopper] if stopper else []),
+                   *tracking_callbacks(exp, directory), *callbacks],
         verbose=1 if verbose else 0,
     )
     return tune.Tuner(make_trainable(exp, data), param_space=space,
