@@ -1,5 +1,3 @@
-import sys
+from distune.cli import entry
 
-from distune.cli import main
-
-sys.exit(main())
+entry()

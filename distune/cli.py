@@ -279,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"distune: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `distune show NAME | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("distune: interrupted (a second Ctrl-C skips saving the sweep's state)", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -296,3 +301,25 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def entry() -> None:
+    """The `distune` command: `main`, then a prompt as soon as its work is done. A driver that
+    tested a winner holds TensorFlow, whose interpreter teardown takes 2-4 s more (measured);
+    so, as at a normal exit, other threads are awaited, exit handlers run and output is
+    flushed, and then the process ends without that teardown."""
+    import atexit
+    import os
+    import threading
+
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001  (what sys.exit would run; no public name for it)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # `distune show | head`, or a closed stream
+            pass
+    os._exit(code or 0)

@@ -13,7 +13,6 @@ from distune.errors import DistuneError
 from distune.ops.storage import (checkpoint_path, is_uri, join, local_copy, mirror, prepare_remote,
                                  remote_of, taken_error)
 from distune.results.table import open_analysis
-from distune.sweep.superseded import superseded
 from distune.trial.data import load_mnist
 from distune.trial.training import checkpoint_problem
 
@@ -65,6 +64,8 @@ class CheckpointCheck(NamedTuple):
 
 def check_checkpoints(directory: Path) -> CheckpointCheck:
     """What a resume will find of each unfinished trial's latest checkpoint."""
+    from distune.sweep.superseded import superseded  # imports Ray Tune (2 s): only here
+
     check = CheckpointCheck([], [])
     for trial in open_analysis(directory).trials:
         if trial.status in ("TERMINATED",):
