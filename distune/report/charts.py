@@ -219,7 +219,6 @@ def importances(study, metric: str) -> tuple[Any, dict[str, float]]:
     """fANOVA importances (a random forest of the metric over the hyperparameters), with the
     figure. Only hyperparameters present in every scored trial are assessed."""
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-    from optuna.visualization.matplotlib import plot_param_importances
 
     shared = set.intersection(*(set(t.params) for t in study.trials))
     params = [p for p in _need(study, "Importance") if p in shared]
@@ -229,11 +228,16 @@ def importances(study, metric: str) -> tuple[Any, dict[str, float]]:
         warnings.simplefilter("ignore")
         scores = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
                                        params=params)
-    fig = _optuna_figure(lambda: plot_param_importances(
-        study, evaluator=FanovaImportanceEvaluator(seed=0), params=params, target_name=metric))
-    fig.set_size_inches(8, max(3, 0.45 * len(scores) + 1.5))
-    fig.axes[0].set_title(f"Hyperparameter importance for {metric} (fANOVA)", loc="left")
-    fig.tight_layout()
+    plt = _pyplot()
+    with plt.style.context(STYLE):  # drawn from `scores`: Optuna's plot would fit fANOVA again
+        fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * len(scores) + 1.5)))
+        names = list(scores)[::-1]  # most important on top
+        ax.barh(names, [scores[n] for n in names], color="tab:blue")
+        for y, n in enumerate(names):
+            ax.text(scores[n], y, f" {scores[n]:.2f}", va="center", fontsize=8)
+        ax.set(xlabel=f"importance for {metric}", xlim=(0, max(1e-9, max(scores.values())) * 1.15))
+        ax.set_title(f"Hyperparameter importance for {metric} (fANOVA)", loc="left")
+        fig.tight_layout()
     return fig, scores
 
 
