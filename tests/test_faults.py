@@ -157,19 +157,22 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
     it also covers the random searcher)."""
     from distune import resume
 
-    phase = {"hyperopt": "n_initial_points", "optuna": "n_startup_trials"}
-    runs = {s: (start_run(mnist_path, tmp_path / s, "kill", 4, 2, "--searcher", s,
-                          "--set", f"search.options.{option}=2",
-                          "--set", "resources.max_concurrent_trials=1", env=joined_ray), tmp_path / s)
-            for s, option in phase.items()}
     # ASHA's records across the fault: one trial at a time, three good learning rates, then
     # a hopeless one, which ASHA stops at its first rung (epoch 1) given the three records
     # there. Ray does not save the scheduler: without distune's replay, the resumed ASHA has
-    # no epoch-1 records and lets the fourth trial train on.
-    runs["asha"] = (start_run(mnist_path, tmp_path / "asha", "kill", 1, 3, "--searcher", "grid",
-                              "--scheduler", "asha", "--set", f"model.space={ASHA_SPACE}",
-                              "--set", "schedule.options={grace_period: 1, reduction_factor: 2}",
-                              "--set", "resources.max_concurrent_trials=1"), tmp_path / "asha")
+    # no epoch-1 records and lets the fourth trial train on. It starts first, alone: its own
+    # Ray's raylet must register within Ray's fixed 30 s, which the other drivers' start-up
+    # beside it (and another test's cluster) once made it miss (seen in a full run).
+    runs = {"asha": (start_run(mnist_path, tmp_path / "asha", "kill", 1, 3, "--searcher", "grid",
+                               "--scheduler", "asha", "--set", f"model.space={ASHA_SPACE}",
+                               "--set", "schedule.options={grace_period: 1, reduction_factor: 2}",
+                               "--set", "resources.max_concurrent_trials=1"), tmp_path / "asha")}
+    wait_for_lines(runs["asha"][0], lambda ls: any(" epoch " in line for line in ls))
+    phase = {"hyperopt": "n_initial_points", "optuna": "n_startup_trials"}
+    runs.update({s: (start_run(mnist_path, tmp_path / s, "kill", 4, 2, "--searcher", s,
+                               "--set", f"search.options.{option}=2",
+                               "--set", "resources.max_concurrent_trials=1", env=joined_ray),
+                     tmp_path / s) for s, option in phase.items()})
     # HyperBand's brackets across the fault. Ray re-adds restored trials most recent first and
     # saves no scheduler: without distune's placement and replay, finished trials sit in new
     # brackets without results, rungs never close, and trials end paused or ungraded. (No
