@@ -21,8 +21,7 @@ from distune.report.page import try_write_report
 from distune.search.searchers import SEARCHERS
 from distune.space.params import grid_points
 from distune.sweep.directory import check_checkpoints, experiment_dir, load_data, prepare_directory
-from distune.sweep.tune import build_tuner, fit, make_trainable
-from distune.trial.training import configure_tensorflow
+from distune.sweep.tune import build_tuner, fit, make_trainable, release_ray, training_node
 from distune.trial.usermodel import dry_build
 from distune.winner import pick as W
 from distune.winner.select import reevaluate
@@ -106,25 +105,28 @@ def finish(exp: Experiment, directory: Path, splits, analysis, *, refit: bool, s
     winner's MLflow artifacts), whose failure only warns."""
     from distune.sweep.tracking import try_log_winner  # Ray's logger classes
 
-    configure_tensorflow()
     records = from_analysis(analysis, exp.search.metric, exp.search.mode, exp.train.epochs,
                             finished=True)  # fit returned: the sweep is over
     table = to_table(records, exp.search.metric)
     write_atomic(directory / TABLE_FILE, table.to_csv(index=False))
-    best, selection = W.pick_winner(analysis, exp), None
-    if exp.select.top_k > 1:
-        selection = reevaluate(exp, directory, splits, analysis, verbose, say)
-        best = selection.winner
+    try:
+        best, selection = W.pick_winner(analysis, exp), None
+        if exp.select.top_k > 1:
+            selection = reevaluate(exp, directory, splits, analysis, verbose, say)
+            best = selection.winner
+        if refit:
+            say(f"Refitting the winner on train + validation for {best.epoch} epochs ...")
+            tested = W.refit(best, exp, splits, directory)
+        elif selection:  # its seed models are tested already, this one among them
+            tested = selection.tests[selection.exported]
+        else:
+            tested = W.evaluate_checkpoint(best, splits, training_node(exp))
+    finally:
+        release_ray()  # shut down while the rest is written
+    test_loss, test_acc = tested.loss, tested.accuracy
+    W.export_model(tested.model_file, directory / BEST_MODEL_FILE)
     if refit:
-        say(f"Refitting the winner on train + validation for {best.epoch} epochs ...")
-        test_loss, test_acc, model_file = W.refit(best, exp, splits, directory)
-    elif selection:  # its seed models are tested already, this one among them
-        test_loss, test_acc, model_file = selection.tests[selection.exported]
-    else:
-        test_loss, test_acc, model_file = W.evaluate_checkpoint(best, splits)
-    W.export_model(model_file, directory / BEST_MODEL_FILE)
-    if refit:
-        model_file.unlink(missing_ok=True)
+        tested.model_file.unlink(missing_ok=True)
     facts = {
         "trial": best.trial_id, "config": best.config, "epoch": best.epoch,
         exp.search.metric: best.score, "test_accuracy": test_acc, "test_loss": test_loss,
@@ -132,7 +134,8 @@ def finish(exp: Experiment, directory: Path, splits, analysis, *, refit: bool, s
         **(selection.summary(exp.search.metric) if selection else {}),
     }
     write_json(directory / BEST_FILE, facts)
-    report = try_write_report(exp, directory, table, facts, splits, say) if exp.run.report else None
+    report = (try_write_report(exp, directory, table, facts, splits, say, tested.probabilities)
+              if exp.run.report else None)
     try_log_winner(exp, directory, best.trial_id, {"test_accuracy": test_acc,
                                                    "test_loss": test_loss}, say)
     publish(directory)  # for a URI: every file written here since the sweep

@@ -199,3 +199,30 @@ def test_study_handles_categorical_boolean_log_and_conditional_params():
     for draw in (charts.parallel_coordinates, charts.slices):
         assert draw(study, "val_accuracy").axes
     assert "fANOVA" in fig.axes[0].get_title(loc="left")
+
+
+def test_the_winner_is_tested_in_its_nodes_zygote_exactly_as_in_the_driver(sweep, monkeypatch):
+    """A driver on the node it started tests the winner in a process the node's zygote forks
+    (TensorFlow imported there already), and the report draws from those probabilities: the
+    same loss, accuracy and probabilities as a test in the driver itself."""
+    from distune.results import open_analysis
+    from distune.sweep.directory import load_data
+    from distune.sweep.tune import training_node
+    from distune.winner import pick
+
+    summary, _ = sweep
+    exp = summary.experiment
+    splits = load_data(exp)
+    best = pick.pick_winner(open_analysis(summary.directory), exp)
+    here = pick.evaluate_checkpoint(best, splits)
+    assert here.accuracy == summary.test_accuracy
+
+    def not_here(*args):
+        raise AssertionError("the winner was tested in the driver")
+
+    monkeypatch.setattr(pick, "test_saved_model", not_here)
+    node = training_node(exp)
+    assert node is not None, "no node's zygote to test in"
+    there = pick.evaluate_checkpoint(best, splits, node)
+    assert (there.loss, there.accuracy, there.model_file) == (here.loss, here.accuracy, here.model_file)
+    np.testing.assert_array_equal(there.probabilities, here.probabilities)

@@ -46,10 +46,11 @@ def report_of(directory: Path) -> Path:
 
 
 def write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
-                 best: dict[str, Any] | None, splits=None) -> Path:
+                 best: dict[str, Any] | None, splits=None, probabilities=None) -> Path:
     """Write report.html and report/*.png from what the caller holds: the experiment, its
     results table, best.json's content (None while no winner) and, at the end of a run, the
-    data (saves reloading MNIST)."""
+    data and the exported winner's test-set probabilities (saves reloading MNIST and the
+    model, and importing TensorFlow)."""
     metric, mode = exp.search.metric, exp.search.mode
     trials = from_table(table, metric)
     curves = trial_curves(directory, trials)
@@ -58,7 +59,7 @@ def write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
     sections: list[tuple[str, str, list[Chart], str]] = []
     if best:
         sections.append(("winner", f"Winner: trial {winner_id}", _winner_charts(exp, directory,
-                                                                                splits),
+                                                                                splits, probabilities),
                          _winner_table(best, metric)))
     log_params = {k for k, p in exp.model.params.items() if getattr(p, "log", False)}
     study = charts.study(trials, mode, log_params)
@@ -98,10 +99,10 @@ def write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
 
 def try_write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
                      best: dict[str, Any] | None, splits=None,
-                     say: Callable[[str], None] = print) -> Path | None:
+                     say: Callable[[str], None] = print, probabilities=None) -> Path | None:
     """The end of a run: a report that cannot be written is a warning, never a lost result."""
     try:
-        return write_report(exp, directory, table, best, splits)
+        return write_report(exp, directory, table, best, splits, probabilities)
     except Exception as e:  # noqa: BLE001  (any failure here must not lose the sweep's results)
         say(f"distune: warning: could not write the report ({type(e).__name__}: {e}); the "
             f"results are saved. Try again with `distune report {directory.name} --storage "
@@ -153,14 +154,17 @@ def _importance(study, metric: str) -> tuple[Chart, str]:
     return chart, f'<table class="small"><tr><th>hyperparameter</th><th>importance</th></tr>{rows}</table>'
 
 
-def _winner_charts(exp, directory: Path, splits) -> list[Chart]:
+def _winner_charts(exp, directory: Path, splits, probabilities=None) -> list[Chart]:
     """Confusion matrix and misclassified digits of the exported winner on the test set."""
     confusion = Chart("confusion", "Confusion matrix",
                       "The winner's predictions on the test set (rows: true digit).")
     mistakes = Chart("misclassified", "Misclassified test digits",
                      "The winner's most confident mistakes, titled true→predicted.")
     try:
-        x, y, probabilities = winner_predictions(exp, directory, splits)
+        if probabilities is None:
+            x, y, probabilities = winner_predictions(exp, directory, splits)
+        else:
+            x, y = splits.x_test, splits.y_test
     except Exception as e:  # noqa: BLE001  (a missing model or data file: say so, keep the rest)
         confusion.note = mistakes.note = f"test-set charts unavailable: {e}"
         return [confusion, mistakes]

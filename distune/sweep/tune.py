@@ -63,18 +63,42 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
 
 
 _stopping: threading.Thread | None = None
+_release = False  # a `fit` started this process's Ray: `release_ray` stops it
 
 
 def stop_ray_soon() -> None:
     """Shut down the Ray this process started, in a thread of its own: its 1.2-1.5 s go mostly
-    to waiting for Ray's processes to exit (measured), which can happen while the winner is
-    tested and the report drawn. The next `start_ray`, and the command's exit (cli.entry
-    awaits other threads), wait for it."""
-    global _stopping
+    to waiting for Ray's processes to exit (measured), which can happen while the report is
+    drawn. The next `start_ray`, and the command's exit (cli.entry awaits other threads),
+    wait for it."""
+    global _stopping, _release
     import ray
 
+    _release = False
     _stopping = threading.Thread(target=ray.shutdown, name="distune-ray-shutdown")
     _stopping.start()
+
+
+def release_ray() -> None:
+    """After the winner's test, which may run in this node's zygote: stop the Ray a finished
+    `fit` started (one that a caller started itself, like a nightly sweep's, is left)."""
+    if _release:
+        stop_ray_soon()
+
+
+def training_node(exp: Experiment) -> tuple[int, dict[str, str]] | None:
+    """(raylet, the trials' environment) of the node this driver started, whose zygote can
+    test the winner (distune.winner.pick.evaluate_checkpoint); None where there is none to
+    ask: no local node, fused trials (no zygote), training processes not forked."""
+    from distune.trial import zygote
+
+    if exp.resources.fuse > 1 or not zygote.enabled():
+        return None
+    try:
+        raylet = local_raylet()
+    except (AttributeError, KeyError, IndexError):  # joined a Ray started elsewhere (or moved)
+        return None
+    return raylet, {**os.environ, **training_environment(exp)[1]}
 
 
 def early_zygote(exp: Experiment):
@@ -299,29 +323,34 @@ def fit(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
         say: Callable[[str], None] = print, state_dir: Path | None = None):
     """Fit one Tuner; `state_dir`: where it keeps its state, if not in the experiment's
     directory itself (the select stage's subdirectory). Returns Ray's analysis of the finished
-    sweep, read once, for everything after it."""
+    sweep, read once, for everything after it. A Ray it started runs on, for the winner's test
+    in its zygote, until `release_ray` (or at once if the sweep fails or is interrupted)."""
+    global _release
     owns_ray = start_ray(exp, verbose)
-    warm_up_tensorflow()  # for finish(), which tests the winner
     try:
+        if training_node(exp) is None:
+            warm_up_tensorflow()  # for finish(), which then tests the winner in this process
         check_resources(exp, say)
         start_zygotes(exp)
         _skip_callback_telemetry()
         make_tuner().fit()
-    finally:
+        # On Ctrl-C, Tune saves its state and returns normally; the saved state (not the live
+        # trial objects, which it marks stopped while cleaning up) tells that trials are unfinished.
+        directory = experiment_dir(exp)
+        refresh(directory)
+        analysis = open_analysis(state_dir or directory)
+        unfinished = [t for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+        if unfinished and left_paused_by_hyperband(exp, unfinished) and state_dir is None:
+            say(f"distune: HyperBand left {len(unfinished)} trial(s) paused in brackets it never "
+                "completed; they count as stopped by the scheduler")
+        elif unfinished:
+            raise Interrupted(f"interrupted: the sweep's state is saved in {where(directory)}. "
+                              f"Resume it with: {resume_command(directory)}")
+    except BaseException:
         if owns_ray:
             stop_ray_soon()
-    # On Ctrl-C, Tune saves its state and returns normally; the saved state (not the live
-    # trial objects, which it marks stopped while cleaning up) tells that trials are unfinished.
-    directory = experiment_dir(exp)
-    refresh(directory)
-    analysis = open_analysis(state_dir or directory)
-    unfinished = [t for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
-    if unfinished and left_paused_by_hyperband(exp, unfinished) and state_dir is None:
-        say(f"distune: HyperBand left {len(unfinished)} trial(s) paused in brackets it never "
-            "completed; they count as stopped by the scheduler")
-    elif unfinished:
-        raise Interrupted(f"interrupted: the sweep's state is saved in {where(directory)}. Resume "
-                          f"it with: {resume_command(directory)}")
+        raise
+    _release = _release or owns_ray
     return analysis
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from distune.trial.training import (Training, cache_jax_compilations, configure_tensorflow,
-                                    import_tensorflow, make_training)
+                                    import_tensorflow, make_training, test_saved_model)
 
 
 def load_arrays(directory: Path) -> dict[str, np.ndarray]:
@@ -39,7 +39,8 @@ def serve_spawned(conn, data_dir: str, threads: int) -> None:
 
 
 def serve_trials(conn, data_dir: str, threads: int) -> None:
-    """The child's loop: build a `Training` per trial and run the actor's calls on it."""
+    """The child's loop: build a `Training` per trial and run the actor's calls on it (or test
+    a saved model on the data's x_test, y_test)."""
     configure_tensorflow(threads)
     cache_jax_compilations()
     data = load_arrays(Path(data_dir))
@@ -59,6 +60,8 @@ def serve_trials(conn, data_dir: str, threads: int) -> None:
                 keras.backend.clear_session()
                 training = make_training(args[0], data, *args[1:])
                 reply: tuple[str, Any] = ("ok", None)
+            elif op == "test":  # the winner's test, for a driver (distune.trial.worker)
+                reply = ("ok", test_saved_model(args[0], data["x_test"], data["y_test"]))
             else:
                 reply = ("ok", getattr(training, op)(*args))
         except Exception as e:  # noqa: BLE001 - the actor re-raises it as the trial's error

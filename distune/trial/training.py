@@ -121,6 +121,22 @@ class CheckpointMismatch(CorruptCheckpoint):
     architecture or optimizer): the trial fails instead of continuing from half a state."""
 
 
+def test_model(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Test loss, accuracy and each image's class probabilities (for the report's charts):
+    the test set's one use, on the winner."""
+    from distune.trial.model import labels_for, reshape_for
+
+    x = reshape_for(model, x)
+    loss, accuracy = model.evaluate(x, labels_for(model, y), batch_size=1024, verbose=0)
+    return float(loss), float(accuracy), model.predict(x, batch_size=1024, verbose=0)
+
+
+def test_saved_model(model_file: str | Path, x: np.ndarray, y: np.ndarray):
+    import keras
+
+    return test_model(keras.saving.load_model(model_file), x, y)
+
+
 def checkpoint_problem(directory: Path) -> str | None:
     """Why a checkpoint directory cannot be loaded, or None if it looks whole."""
     if not directory.is_dir():

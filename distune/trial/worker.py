@@ -83,10 +83,11 @@ class Forked:
     """A training process forked by the node's zygote: not our child, so it is watched and
     stopped by pid (it also ends by itself when this actor does)."""
 
-    def __init__(self, data_dir: str, threads: int) -> None:
+    def __init__(self, data_dir: str, threads: int, raylet: int | None = None,
+                 environ: dict[str, str] | None = None) -> None:
         from distune.trial import zygote
 
-        self.conn, self.pid = zygote.fork_child(data_dir, threads)
+        self.conn, self.pid = zygote.fork_child(data_dir, threads, raylet, environ)
 
     def exitcode(self) -> int | None:
         return None  # the zygote reaps it
@@ -165,3 +166,16 @@ class TrainingProcess:
         self.process.stop(timeout=10)
         self.process.conn.close()
         self.process = None
+
+
+def test_in_child(model_file: Path, x: np.ndarray, y: np.ndarray, raylet: int,
+                  environ: dict[str, str]) -> tuple[float, float, np.ndarray]:
+    """The winner's test (distune.trial.training.test_model) in a process forked by the zygote
+    of `raylet`'s node, which has imported TensorFlow already: a driver that tests its winner
+    here never imports it (10 s of CPU beside the trials). Raises zygote.Unavailable."""
+    process = TrainingProcess({"x_test": x, "y_test": y}, os.cpu_count() or 1)
+    process.process = Forked(process.data_dir, process.threads, raylet, environ)
+    try:
+        return process.call("test", str(model_file))
+    finally:
+        process.close()

@@ -60,17 +60,21 @@ def home_of(raylet: int, environ=None) -> Path:
         raise Unavailable(str(e)) from None
 
 
-def fork_child(data_dir: str, threads: int) -> tuple[Connection, int]:
+def fork_child(data_dir: str, threads: int, raylet: int | None = None,
+               environ: dict[str, str] | None = None) -> tuple[Connection, int]:
     """A training process forked by this node's zygote (started if need be): its connection
-    and pid. Raises Unavailable when there is none to be had."""
+    and pid. `raylet`: the node's (default: this Ray worker's parent, one raylet per node and
+    session); `environ`: the child's (default: this process's). Raises Unavailable when there
+    is none to be had."""
     if sys.platform != "linux" or not hasattr(socket, "send_fds"):
         raise Unavailable("needs Linux")
-    raylet = os.getppid()  # a Ray worker's parent: one raylet per node and session
-    home = home_of(raylet)
+    raylet = raylet or os.getppid()
+    environ = dict(os.environ if environ is None else environ)
+    home = home_of(raylet, environ)
     ours, theirs = socket.socketpair()
     try:
         request = json.dumps({"data_dir": data_dir, "threads": threads, "parent": os.getpid(),
-                              "env": dict(os.environ)}).encode()
+                              "env": environ}).encode()
         with _connect(home, raylet) as conn:
             socket.send_fds(conn, [request], [theirs.fileno()])
             reply = b""

@@ -6,7 +6,7 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -17,7 +17,10 @@ from distune.ops.storage import checkpoint_path, in_mirror, local_copy
 from distune.results.layout import CHECKPOINT_MODEL_FILE
 from distune.results.records import TrialRecord, sort_best_first, trial_status
 from distune.results.values import better, plain_config
-from distune.trial.training import Training, checkpoint_problem, trial_seed
+from distune.trial.training import (Training, checkpoint_problem, configure_tensorflow, test_model,
+                                    test_saved_model, trial_seed)
+from distune.trial.worker import test_in_child
+from distune.trial.zygote import Unavailable
 from distune.trial.usermodel import trial_inputs
 
 
@@ -64,19 +67,33 @@ def _loadable(trial, result) -> bool:
     return in_mirror(path) or checkpoint_problem(path) is None
 
 
-def evaluate_checkpoint(winner: TrialRecord, splits: Splits) -> tuple[float, float, Path]:
-    """(test loss, test accuracy, model file) of the winner's best checkpoint."""
-    import keras
+class Tested(NamedTuple):
+    loss: float
+    accuracy: float
+    probabilities: np.ndarray  # each test image's classes: the report's charts
+    model_file: Path
 
+
+def evaluate_checkpoint(winner: TrialRecord, splits: Splits,
+                        node: tuple[int, dict[str, str]] | None = None) -> Tested:
+    """The winner's best checkpoint on the test set. `node` (raylet, trials' environment;
+    distune.sweep.tune.training_node): test it in a process its zygote forks, so that this one
+    need not import TensorFlow; else (or if that zygote is gone) here."""
     model_file = local_copy(winner.checkpoint) / CHECKPOINT_MODEL_FILE
     if not model_file.is_file():
         raise DistuneError(f"the winner's checkpoint is missing its model: {model_file}")
-    model = keras.saving.load_model(model_file)
-    return (*_evaluate(model, winner.config, splits), model_file)
+    if node:
+        try:
+            return Tested(*test_in_child(model_file, splits.x_test, splits.y_test, *node), model_file)
+        except Unavailable:
+            pass
+    configure_tensorflow()
+    return Tested(*test_saved_model(model_file, splits.x_test, splits.y_test), model_file)
 
 
-def refit(winner: TrialRecord, exp: Experiment, splits: Splits, out_dir: Path) -> tuple[float, float, Path]:
+def refit(winner: TrialRecord, exp: Experiment, splits: Splits, out_dir: Path) -> Tested:
     """Retrain the winning config on train + validation for the epochs it needed, then test."""
+    configure_tensorflow()
     hp, user = trial_inputs(exp.model.code, bool(exp.model.keras_tuner), winner.config)
     data = {"x_train": np.concatenate([splits.x_train, splits.x_val]),
             "y_train": np.concatenate([splits.y_train, splits.y_val]),
@@ -87,15 +104,7 @@ def refit(winner: TrialRecord, exp: Experiment, splits: Splits, out_dir: Path) -
         training.run_epoch()
     model_file = out_dir / f".refit-{CHECKPOINT_MODEL_FILE}"
     training.model.save(model_file)
-    return (*_evaluate(training.model, winner.config, splits), model_file)
-
-
-def _evaluate(model, config: dict[str, Any], splits: Splits) -> tuple[float, float]:
-    from distune.trial.model import labels_for, reshape_for
-
-    loss, accuracy = model.evaluate(reshape_for(model, splits.x_test), labels_for(model, splits.y_test),
-                                    batch_size=1024, verbose=0)
-    return float(loss), float(accuracy)
+    return Tested(*test_model(training.model, splits.x_test, splits.y_test), model_file)
 
 
 def export_model(model_file: Path, destination: Path) -> None:

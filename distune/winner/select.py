@@ -26,7 +26,7 @@ from distune.config.schema import Experiment
 from distune.errors import DistuneError
 from distune.results.table import write_atomic
 from distune.ops.storage import where
-from distune.winner.pick import evaluate_checkpoint, ranked
+from distune.winner.pick import Tested, evaluate_checkpoint, ranked
 from distune.results.layout import SELECT_DIR, SELECT_TABLE
 from distune.results.records import CONFIG_PREFIX, TrialRecord
 from distune.results.values import best_first, config_key, plain_config
@@ -60,7 +60,7 @@ class Candidate:
 @dataclass
 class Selection:
     ranking: list[Candidate]  # best mean first
-    tests: list[tuple[float, float, Path]]  # (test loss, accuracy, model file) of each winner run
+    tests: list[Tested]  # of each of the winner's runs
     exported: int  # which of the winner's runs is exported: the median-scoring one
     table: Path  # select.csv
 
@@ -76,7 +76,7 @@ class Selection:
 
     @property
     def accuracies(self) -> list[float]:
-        return [accuracy for _, accuracy, _ in self.tests]
+        return [tested.accuracy for tested in self.tests]
 
     def summary(self, metric: str) -> dict[str, Any]:
         """What best.json gains."""
@@ -186,8 +186,11 @@ def reevaluate(exp: Experiment, directory: Path, splits, analysis, verbose: bool
                            f"{exp.search.metric}; see each trial's error.txt there.")
     order = sorted(range(len(best.runs)), key=lambda i: best_first(best.scores[i], exp.search.mode))
     median = order[(len(order) - 1) // 2]  # of an even number: the better middle one
-    selection = Selection(ranking, [evaluate_checkpoint(run, splits) for run in best.runs], median,
-                          directory / SELECT_TABLE)
+    from distune.sweep.tune import training_node
+
+    node = training_node(exp)
+    selection = Selection(ranking, [evaluate_checkpoint(run, splits, node) for run in best.runs],
+                          median, directory / SELECT_TABLE)
     write_atomic(selection.table, select_table(ranking, exp.search.metric).to_csv(index=False))
     say(describe(selection, exp))
     return selection
