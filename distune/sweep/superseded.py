@@ -38,21 +38,22 @@ def superseded(fs, path: str) -> bool:
 
 class RestartSuperseded(Callback):
     """Before Tune restores a trial whose latest checkpoint was superseded, forget its missing
-    checkpoints: Tune then starts it afresh (without this, its restore fails), its result logs
-    too, as for any trial without a checkpoint (else a driver's copy left on this machine by
-    the killed run would repeat its epochs)."""
+    checkpoints: Tune then starts it afresh (without this, its restore fails). A trial that
+    starts afresh after a fault (that, or no checkpoint in the saved state) begins its result
+    logs anew, as Tune's loggers do on another machine; else the copy the killed driver left on
+    this one, ahead of the state, would repeat its epochs (seen: epochs 1, 2, 1, 2)."""
 
     def on_trial_start(self, iteration, trials, trial, **info):
         manager = trial.run_metadata.checkpoint_manager
         latest = manager.latest_checkpoint_result if manager else None
-        if latest is None or not superseded(latest.checkpoint.filesystem, latest.checkpoint.path):
-            return
-        from pyarrow.fs import FileType
+        if latest is not None and superseded(latest.checkpoint.filesystem, latest.checkpoint.path):
+            from pyarrow.fs import FileType
 
-        manager._latest_checkpoint_result = None  # Ray has no public way to drop a checkpoint
-        manager._checkpoint_results = [
-            r for r in manager._checkpoint_results
-            if r.checkpoint.filesystem.get_file_info(r.checkpoint.path).type != FileType.NotFound]
-        trial.run_metadata.invalidate_cache()
-        for name in (RESULTS_LOG_FILE, PROGRESS_FILE):  # Tune's loggers, which come after
-            Path(trial.local_path, name).unlink(missing_ok=True)  # this, begin them anew
+            manager._latest_checkpoint_result = None  # Ray has no public way to drop a checkpoint
+            manager._checkpoint_results = [
+                r for r in manager._checkpoint_results
+                if r.checkpoint.filesystem.get_file_info(r.checkpoint.path).type != FileType.NotFound]
+            trial.run_metadata.invalidate_cache()
+        if trial.latest_checkpoint_result is None:  # from its first epoch: Tune's loggers,
+            for name in (RESULTS_LOG_FILE, PROGRESS_FILE):  # which come after this, begin anew
+                Path(trial.local_path, name).unlink(missing_ok=True)
