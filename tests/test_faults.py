@@ -162,11 +162,14 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
     # there. Ray does not save the scheduler: without distune's replay, the resumed ASHA has
     # no epoch-1 records and lets the fourth trial train on. It starts first, alone: its own
     # Ray's raylet must register within Ray's fixed 30 s, which the other drivers' start-up
-    # beside it (and another test's cluster) once made it miss (seen in a full run).
+    # beside it (and another test's cluster) once made it miss (seen in a full run). Alone it is
+    # quick: Tune saves its state every second, not every 10 s or more, so that its three
+    # trials are on storage when it is killed (once they were not, in CI).
     runs = {"asha": (start_run(mnist_path, tmp_path / "asha", "kill", 1, 3, "--searcher", "grid",
                                "--scheduler", "asha", "--set", f"model.space={ASHA_SPACE}",
                                "--set", "schedule.options={grace_period: 1, reduction_factor: 2}",
-                               "--set", "resources.max_concurrent_trials=1"), tmp_path / "asha")}
+                               "--set", "resources.max_concurrent_trials=1",
+                               env={"TUNE_GLOBAL_CHECKPOINT_S": "1"}), tmp_path / "asha")}
     wait_for_lines(runs["asha"][0], lambda ls: any(" epoch " in line for line in ls))
     phase = {"hyperopt": "n_initial_points", "optuna": "n_startup_trials"}
     runs.update({s: (start_run(mnist_path, tmp_path / s, "kill", 4, 2, "--searcher", s,

@@ -18,9 +18,11 @@ _NAMES = {
     "make_trainable": "tune",
     "node_types_to_add": "tune",
     "prepare_directory": "directory",
+    "release_ray": "tune",
     "start_ray": "tune",
     "start_zygotes": "tune",
     "trial_dirname": "tune",
+    "training_node": "tune",
     "try_log_winner": "tracking",
 }
 __all__ = sorted(_NAMES)
