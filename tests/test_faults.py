@@ -121,6 +121,10 @@ def trial_results(directory: Path) -> dict[str, list[dict]]:
             for f in directory.glob("*/result.json")}
 
 
+def metrics(rows: list[dict]) -> list[tuple]:
+    return [(r["training_iteration"], r["loss"], r["val_loss"], r["val_accuracy"]) for r in rows]
+
+
 def created_order(directory: Path) -> list[str]:
     """Trial ids in the order the sweep created them (Tune's experiment tags count them)."""
     from distune.results import open_analysis
@@ -220,7 +224,9 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
         # yet (seen in CI), and a trial killed before its first epoch has an empty result.json.
         finished = [tid for tid, rows in before.items() if rows and rows[-1]["training_iteration"] == 2]
         assert finished, before  # what ended before the kill keeps its id and results
-        assert all(after[tid] == before[tid] for tid in finished), searcher
+        # (Its metrics: a trial the saved state had not seen end trains again from epoch 1,
+        # the same seed giving the same results, at other times in another process.)
+        assert all(metrics(after[tid]) == metrics(before[tid]) for tid in finished), searcher
         for tid, rows in after.items():  # an unfinished trial continued: epoch 1 once
             assert [r["training_iteration"] for r in rows].count(1) == 1, (searcher, tid, rows)
         # The resumed searcher suggested what an uninterrupted one would have.
