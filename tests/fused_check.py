@@ -20,10 +20,10 @@ def main(mnist: str, work: str) -> dict:
     from distune.trial import Training, load_mnist
     from distune.trial.fused import FusedGroup
 
-    # 384 training images: twelve whole batches of 32, nine of 40 and a short one of 24
+    # 384 training images: twelve whole batches of 32; nine of 40 (24 left out each epoch: whole batches)
     data = load_mnist(mnist, validation_split=0.25, train_subset=512, seed=0).for_trials()
     train = TrainConfig(epochs=3)
-    configs = {  # as different as the space allows, batch sizes too (c's last batch is short)
+    configs = {  # as different as the space allows, batch sizes too (c's don't divide the rows)
         "a": (Hyperparams(hidden_layers=2, units=32, dropout=0.2, max_norm=3.0, batch_size=32,
                           learning_rate=3e-3, lr_schedule="exponential"), 7),
         "b": (Hyperparams(hidden_layers=1, units=16, batch_size=64), 8),  # diverges (NaN)

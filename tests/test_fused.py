@@ -21,8 +21,8 @@ from test_cli import distune
 
 @pytest.mark.slow
 def test_fused_members_train_exactly_as_alone_and_apart(mnist_path, tmp_path):
-    """A member fused with three others (of other batch sizes too, one with a short last
-    batch) ends each epoch with the very weights and metrics that Keras's own fit gives the
+    """A member fused with three others (of other batch sizes too, one whose batches leave
+    rows out) ends each epoch with the very weights and metrics that Keras's own fit gives the
     same config alone (tolerance: none, on CPU), though one partner diverges (NaN weights) and
     another raises; the raising one gets its error, and a member resumed from its checkpoint
     in a new group continues exactly."""

@@ -18,7 +18,8 @@ HP = Hyperparams(hidden_layers=2, units=64, dropout=0.2, lr_schedule="exponentia
 
 
 # Optimizers with state, a learning-rate schedule each, dropout (its masks are random) and batch
-# norm (moving statistics: non-trainable weights), on 300 training images: 10 steps an epoch.
+# norm (moving statistics: non-trainable weights), on 300 training images: 9 steps an epoch
+# (whole batches of 32: distune.trial.training.epoch_rows).
 RESUMABLE = {
     "adam-exponential": Hyperparams(hidden_layers=2, units=32, dropout=0.2, lr_schedule="exponential",
                                     lr_decay=0.5, batch_size=32),
@@ -53,7 +54,7 @@ def test_checkpoint_round_trip_restores_every_variable_and_continues_exactly(tin
     a.run_epoch()
     a.save(tmp_path)
     weights, optimizer = state_of(a)
-    assert int(a.model.optimizer.iterations) == 10 and len(optimizer) > 2  # slots, not just counters
+    assert int(a.model.optimizer.iterations) == 9 and len(optimizer) > 2  # slots, not just counters
     assert all(np.any(value) for _, value in optimizer)  # none left at its zero start
     uninterrupted = a.run_epoch()
 
@@ -151,6 +152,24 @@ def test_same_config_and_seed_gives_the_same_curve(small_splits):
         t = Training(HP, small_splits.for_trials(), TrainConfig(epochs=2), seed=3)
         curves.append([t.run_epoch()["loss"] for _ in range(2)])
     assert curves[0] == pytest.approx(curves[1], rel=1e-5)
+
+
+def test_an_epoch_trains_whole_batches_and_evaluates_in_equal_ones(tiny):
+    """One compiled training step per model, not a second for a short last batch: 300 rows
+    in batches of 32 train 288 (other rows left out each epoch); fewer rows than a batch train
+    all of them; 6,000 validation images are scored in six batches of 1,000."""
+    from distune.trial.training import eval_batch, epoch_rows
+
+    t = Training(HP, tiny, TrainConfig(epochs=2), seed=0)
+    first = t.begin_epoch()
+    t.epoch = 1
+    second = t.begin_epoch()
+    assert len(first) == len(second) == 288 and set(first) != set(second)
+    t.epoch = 0
+    t.run_epoch()
+    assert int(t.model.optimizer.iterations) == 9
+    assert epoch_rows(20, 32) == 20 and epoch_rows(64, 32) == 64
+    assert [eval_batch(n) for n in (6000, 300, 1024, 1025)] == [1000, 300, 1024, 513]
 
 
 def test_trial_seed_depends_on_run_seed_and_config():

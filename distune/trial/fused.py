@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from distune.trial.training import Training
+from distune.trial.training import Training, epoch_rows
 
 
 def group_key(training: Training) -> tuple:
@@ -47,14 +47,15 @@ class Cohort:
         self._step = None
 
     def phases(self, active: np.ndarray, rows: int) -> np.ndarray:
-        """(steps, members): each member's part in each step of an epoch over `rows`."""
-        steps = max(-(-rows // b) for b, a in zip(self.batches, active) if a)
+        """(steps, members): each member's part in each step of an epoch over `rows` (whole
+        batches, `epoch_rows`; one short batch where the rows make less than one)."""
+        steps = max(-(-epoch_rows(rows, b) // b) for b, a in zip(self.batches, active) if a)
         table = np.full((steps, len(self.ids)), SKIP, np.int32)
         for k, (b, a) in enumerate(zip(self.batches, active)):
             if a:
                 table[: rows // b, k] = FULL
-                if rows % b:
-                    table[rows // b, k] = SHORT
+                if rows < b:
+                    table[0, k] = SHORT
         return table
 
     def step(self, rows: int):
@@ -74,7 +75,7 @@ class Cohort:
                         return model.train_step(state, (x[rows_], y[rows_]))
 
                     full = partial(train, size=b)
-                    short = partial(train, size=rows % b or b)
+                    short = partial(train, size=min(rows, b))
                     shape = jax.eval_shape(full, states[k])[0]
 
                     def skip(state, shape=shape):
@@ -169,7 +170,8 @@ class FusedGroup:
         for k, i in enumerate(cohort.ids):
             if active[k]:
                 t = self.members[i]
-                orders[k] = t.begin_epoch()
+                order = t.begin_epoch()  # whole batches: the rest of the row stays unread
+                orders[k, :len(order)] = order
                 t.model.reset_metrics()
                 states.append(_copy(_state(t.model)))
             else:  # sits this round out, or has left: its part does not run

@@ -37,7 +37,11 @@ def one_run(data: str, storage: Path, name: str) -> dict:
     ended = time.time()
     if proc.returncode:
         raise SystemExit(proc.stdout[-2000:] + proc.stderr[-3000:])
-    directory = storage / name
+    return split(storage / name, started, ended)
+
+
+def split(directory: Path, started: float, ended: float) -> dict:
+    """A command's wall time (epoch seconds) split at its sweep, from the experiment's files."""
     state = max(directory.glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
     tune_start = json.loads(state.read_text())["stats"]["start_time"]
     last_result = max(f.stat().st_mtime for f in directory.glob("*/result.json"))
