@@ -201,6 +201,7 @@ def test_study_handles_categorical_boolean_log_and_conditional_params():
     assert "fANOVA" in fig.axes[0].get_title(loc="left")
 
 
+@pytest.mark.slow
 def test_the_winner_is_tested_in_its_nodes_zygote_exactly_as_in_the_driver(sweep, monkeypatch):
     """A driver on the node it started tests the winner in a process the node's zygote forks
     (TensorFlow imported there already), and the report draws from those probabilities: the

@@ -168,6 +168,7 @@ def test_distune_validate_catches_them(mnist_path, tmp_path, capsys):
 HP = Hyperparams(hidden_layers=1, units=16, batch_size=32, lr_schedule="exponential", dropout=0.1)
 
 
+@pytest.mark.slow
 def test_cross_validation_reports_fold_mean_and_std_and_resumes_exactly(small_splits, tmp_path):
     data = small_splits.for_trials()  # 1,200 train + 300 validation images, pooled into folds
     cv = make_training(HP, data, TrainConfig(epochs=2), seed=5, folds=3, fold_seed=0)

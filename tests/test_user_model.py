@@ -58,6 +58,7 @@ def tiny(mnist_path):
     return load_mnist(str(mnist_path), validation_split=0.25, train_subset=400, seed=0).for_trials()
 
 
+@pytest.mark.slow
 def test_the_guides_build_model_gives_its_space():
     """The space KerasTuner itself would find, units_1 and units_2 included (they appear only
     when num_layers is 2 or 3), in distune's syntax; model.space adds to and overrides it."""
@@ -70,6 +71,7 @@ def test_the_guides_build_model_gives_its_space():
     assert exp.model.code.origin == str(EXAMPLE.with_name("model.py"))
 
 
+@pytest.mark.slow
 def test_conditional_scopes_become_a_tree(tmp_path):
     (tmp_path / "cond.py").write_text(CONDITIONAL)
     exp = validate({"model": {"keras_tuner": f"{tmp_path}/cond.py:build_model"}})
@@ -169,6 +171,7 @@ def float_parent(hp):
 '''
 
 
+@pytest.mark.slow
 def test_a_bad_model_function_gets_one_paragraph_before_anything_trains(tmp_path, capsys):
     """Not there, not importable, no such function, raising, the wrong shape, no model, an
     untranslatable KerasTuner space: `distune validate` and `distune run` say what to fix,
