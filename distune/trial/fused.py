@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from distune.trial.training import Training, epoch_rows
+from distune.trial.training import Training, epoch_steps
 
 
 def group_key(training: Training) -> tuple:
@@ -48,8 +48,8 @@ class Cohort:
 
     def phases(self, active: np.ndarray, rows: int) -> np.ndarray:
         """(steps, members): each member's part in each step of an epoch over `rows` (whole
-        batches, `epoch_rows`; one short batch where the rows make less than one)."""
-        steps = max(-(-epoch_rows(rows, b) // b) for b, a in zip(self.batches, active) if a)
+        batches, `epoch_steps`; one short batch where the rows make less than one)."""
+        steps = max(epoch_steps(rows, b) for b, a in zip(self.batches, active) if a)
         table = np.full((steps, len(self.ids)), SKIP, np.int32)
         for k, (b, a) in enumerate(zip(self.batches, active)):
             if a:
@@ -170,7 +170,7 @@ class FusedGroup:
         for k, i in enumerate(cohort.ids):
             if active[k]:
                 t = self.members[i]
-                order = t.begin_epoch()  # whole batches: the rest of the row stays unread
+                order = t.begin_epoch()  # whole batches: the rest of its row stays unread
                 orders[k, :len(order)] = order
                 t.model.reset_metrics()
                 states.append(_copy(_state(t.model)))

@@ -40,6 +40,12 @@ def epoch_rows(rows: int, batch_size: int) -> int:
     return rows - rows % batch_size if rows > batch_size else rows
 
 
+def epoch_steps(rows: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over `rows` (`epoch_rows`: its last batch may be short
+    only when there is one batch)."""
+    return -(-epoch_rows(rows, batch_size) // batch_size)
+
+
 def eval_batch(rows: int) -> int:
     """Evaluation in equal batches of at most EVAL_BATCH rows where the rows divide so (6,000
     validation images: six of 1,000): one compiled step instead of two."""
@@ -192,8 +198,7 @@ class Training:
         self.epochs = hp.epochs or train.epochs
         self.rows = np.arange(len(data["x_train"])) if rows is None else rows
         keras.utils.set_random_seed(seed)
-        self.model = make_model(hp, user, -(-epoch_rows(len(self.rows), hp.batch_size) // hp.batch_size),
-                                self.epochs)
+        self.model = make_model(hp, user, epoch_steps(len(self.rows), hp.batch_size), self.epochs)
         self.x, self.y = reshape_for(self.model, data["x_train"]), labels_for(self.model, data["y_train"])
         self.x_val = reshape_for(self.model, data["x_val"])
         self.y_val = labels_for(self.model, data["y_val"])
