@@ -89,8 +89,9 @@ def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
     splits = load_data(exp)
     say(f"distune: resuming {directory.name} from {where(directory)}")
     for tid in check.restarting:
-        say(f"distune: trial {tid} restarts from epoch 1 (same seed, same curve): its checkpoints "
-            "on storage are newer than the sweep's last saved state, which was cut short")
+        say(f"distune: trial {tid} restarts from epoch 1 (same seed, same curve): the latest "
+            "checkpoint the sweep's saved state names is not on storage (the driver stopped "
+            "between Tune's checkpoint and its next state save)")
     analysis = fit(exp, verbose, lambda: tune.Tuner.restore(
         where(directory), trainable=make_trainable(exp, splits.for_trials()),
         resume_unfinished=True, resume_errored=True), say)

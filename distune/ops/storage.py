@@ -270,3 +270,15 @@ def _upload(fs, file: Path, path: str) -> None:
         shutil.copyfileobj(src, dst)
     if not atomic:
         fs.move(target, path)
+
+
+def checkpoint_gone(trial, checkpoint) -> bool:
+    """Is a checkpoint the sweep's saved state names absent from the trial's storage? Tune
+    deletes a trial's surplus checkpoints the moment a newer one registers, and registers one
+    before its copy is on storage, but saves the sweep's state only every few seconds: a driver
+    killed in between leaves a state whose trial's latest checkpoint is not there (both seen in
+    the SIGKILL fault test). Such a trial restarts from its first epoch (distune.sweep.gone)."""
+    from pyarrow.fs import FileType
+
+    path = f"{trial.storage.trial_fs_path}/{PurePosixPath(checkpoint.path).name}"
+    return trial.storage.storage_filesystem.get_file_info(path).type == FileType.NotFound

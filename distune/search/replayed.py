@@ -13,13 +13,33 @@ import json
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandForBOHB, HyperBandScheduler, MedianStoppingRule
 
+from distune.ops.storage import checkpoint_gone
 from distune.results import RESULTS_LOG_FILE
 
 
 def earlier_results(trial: Trial, time_attr: str) -> list[dict]:
-    """What a restored trial reported before the fault; [] for a new trial."""
-    if time_attr not in (trial.last_result or {}):  # a new trial: nothing on storage to read
+    """What a restored trial reported before the fault, as far as it stands: all of it for a
+    trial that ended; for an unfinished one, up to the checkpoint it resumes from (what it
+    reports after that it reports again, and the scheduler decides on it again; [] if it
+    restarts). The saved state is the authority (the latest result, the checkpoint's own);
+    Ray's result log on storage, copied there in the background, may lag or lead it. [] for a
+    new trial."""
+    last = trial.last_result or {}
+    if time_attr not in last:  # a new trial: nothing on storage to read
         return []
+    rows = _logged(trial)
+    if trial.status in (Trial.TERMINATED, Trial.ERROR):
+        return [r for r in rows if r.get(time_attr, 0) < last[time_attr]] + [last]
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result if manager else None
+    if latest is None or time_attr not in latest.metrics or checkpoint_gone(trial, latest.checkpoint):
+        return []
+    at = latest.metrics[time_attr]
+    return [r for r in rows if r.get(time_attr, 0) < at] + [latest.metrics]
+
+
+def _logged(trial: Trial) -> list[dict]:
+    """The trial's result log (Ray's JSON lines beside its checkpoints) on storage."""
     storage = trial.storage
     path = f"{storage.trial_fs_path}/{RESULTS_LOG_FILE}"
     try:

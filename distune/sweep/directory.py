@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 from distune.config.schema import Experiment, storage_root
 from distune.errors import DistuneError
-from distune.ops.storage import (checkpoint_path, is_uri, join, local_copy, mirror, prepare_remote,
-                                 remote_of, taken_error)
+from distune.ops.storage import (checkpoint_gone, checkpoint_path, is_uri, join, local_copy, mirror,
+                                 prepare_remote, remote_of, taken_error)
 from distune.results.table import open_analysis
 from distune.trial.data import load_mnist
 from distune.trial.training import checkpoint_problem
@@ -58,14 +58,12 @@ def load_data(exp: Experiment):
 
 
 class CheckpointCheck(NamedTuple):
-    corrupt: list[str]  # unfinished trials whose latest checkpoint is missing or unreadable
-    restarting: list[str]  # trial ids whose latest was superseded (distune.sweep.superseded)
+    corrupt: list[str]  # unfinished trials whose latest checkpoint is on storage but unreadable
+    restarting: list[str]  # trial ids whose latest is gone from storage (distune.sweep.gone)
 
 
 def check_checkpoints(directory: Path) -> CheckpointCheck:
     """What a resume will find of each unfinished trial's latest checkpoint."""
-    from distune.sweep.superseded import superseded  # imports Ray Tune (2 s): only here
-
     check = CheckpointCheck([], [])
     for trial in open_analysis(directory).trials:
         if trial.status in ("TERMINATED",):
@@ -73,9 +71,8 @@ def check_checkpoints(directory: Path) -> CheckpointCheck:
         latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
         if latest is None:
             continue
-        path = checkpoint_path(trial, latest.checkpoint)
-        if superseded(trial.storage.storage_filesystem, f"{trial.storage.trial_fs_path}/{path.name}"):
+        if checkpoint_gone(trial, latest.checkpoint):
             check.restarting.append(trial.trial_id)
-        elif problem := checkpoint_problem(local_copy(path)):
+        elif problem := checkpoint_problem(local_copy(checkpoint_path(trial, latest.checkpoint))):
             check.corrupt.append(f"trial {trial.trial_id}: {problem}")
     return check

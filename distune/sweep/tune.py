@@ -264,7 +264,7 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
     from ray.tune.search import Searcher
 
     from distune.sweep.progress import ProgressLines
-    from distune.sweep.superseded import RestartSuperseded
+    from distune.sweep.gone import RestartGone
     from distune.sweep.tracking import tracking_callbacks
 
     space, ctx = trial_space(exp), search_context(exp)
@@ -311,7 +311,7 @@ def build_tuner(exp: Experiment, data: dict, directory: Path, verbose: bool = Fa
         failure_config=tune.FailureConfig(max_failures=exp.run.max_failures),
         stop=stopper,
         callbacks=[ProgressLines(exp.search.metric, exp.search.mode, exp.train.epochs, say),
-                   RestartSuperseded(), *([stopper] if stopper else []),
+                   RestartGone(), *([stopper] if stopper else []),
                    *tracking_callbacks(exp, directory), *callbacks],
         verbose=1 if verbose else 0,
     )
