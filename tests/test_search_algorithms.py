@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -360,3 +362,54 @@ def test_hyperband_ends_trials_still_pausing_when_their_bracket_ends(ray_local, 
 
     trials = ExperimentAnalysis(str(tmp_path / "hb")).trials
     assert {t.status for t in trials} == {"TERMINATED"}, [(t.trial_id, t.status) for t in trials]
+
+
+def test_a_restored_trial_replays_what_its_saved_state_stands_on(tmp_path):
+    """What a scheduler is told of a restored trial before it runs again: an unfinished
+    trial's results up to the checkpoint it resumes from (the epochs after it it reports again,
+    and is judged on again), the checkpoint's own result even where Ray's log on storage lags;
+    nothing where that checkpoint is gone (it restarts); all of an ended trial's, its saved
+    last result included."""
+    import json
+
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+
+    from distune.search.replayed import earlier_results
+
+    rows = [{"training_iteration": i, "val_accuracy": i / 10} for i in (1, 2, 3)]
+
+    def restored(name: str, logged: int, last: int, checkpoint: int | None, status=Trial.PENDING):
+        storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="e", trial_dir_name=name)
+        trial = Trial("t", config={}, trial_id=name, storage=storage, stub=True)
+        directory = Path(storage.trial_fs_path)
+        directory.mkdir(parents=True)
+        (directory / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows[:logged]))
+        trial.run_metadata.last_result = rows[last - 1]
+        manager = _CheckpointManager(CheckpointConfig())
+        if checkpoint:
+            path = directory / f"checkpoint_{checkpoint:06d}"
+            path.mkdir()
+            manager.register_checkpoint(_TrainingResult(Checkpoint.from_directory(str(path)),
+                                                        rows[checkpoint - 1]))
+        trial.run_metadata.checkpoint_manager = manager
+        trial.set_status(status)
+        return trial
+
+    def replayed(trial) -> list[int]:
+        return [r["training_iteration"] for r in earlier_results(trial, "training_iteration")]
+
+    assert replayed(restored("ahead", logged=3, last=3, checkpoint=2)) == [1, 2]
+    assert replayed(restored("behind", logged=1, last=2, checkpoint=2)) == [1, 2]
+    gone = restored("gone", logged=2, last=2, checkpoint=2)
+    shutil.rmtree(Path(gone.storage.trial_fs_path) / "checkpoint_000002")
+    assert replayed(gone) == []
+    assert replayed(restored("none", logged=1, last=1, checkpoint=None)) == []
+    assert replayed(restored("ended", logged=2, last=3, checkpoint=3, status=Trial.TERMINATED)) == [1, 2, 3]
+    fresh = Trial("t", config={}, trial_id="fresh", stub=True,
+                  storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="e",
+                                         trial_dir_name="fresh"))
+    assert replayed(fresh) == []
