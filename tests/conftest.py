@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -22,6 +26,42 @@ def mnist_file() -> Path:
     if not path.is_file():
         pytest.exit(f"real MNIST not found at {path}; set DISTUNE_MNIST to Keras's mnist.npz", 2)
     return path.resolve()
+
+
+@contextmanager
+def within(seconds: float, what: str, state: Callable[[], str] = lambda: ""):
+    """Fail the block (an AssertionError naming `what` and `state()` then) if it runs past
+    `seconds`, instead of waiting for pytest's timeout with a stack alone. A Tune loop handles
+    the first SIGINT itself (it ends the sweep and saves its state) but may be waiting for a
+    searcher for up to 600 s before it looks; the second reaches this handler, which Tune put
+    back, wherever the main thread waits."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    def hung(*_):
+        raise AssertionError(f"{what} ran past {seconds} s; then: {seen[0] if seen else state()}")
+
+    def fire():
+        seen.append(state())
+        for _ in range(2):
+            if done.wait(2):
+                return
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, hung)
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except BaseException as e:  # the sweep's own way out, or `hung`
+        if seen:
+            raise AssertionError(f"{what} ran past {seconds} s; then: {seen[0]}") from e
+        raise
+    finally:
+        done.set()
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, within
 from test_cli import distune
 
 pytestmark = pytest.mark.slow
@@ -177,31 +177,16 @@ def asha_epochs(curves: list[list[float]], rungs: tuple[int, ...], reduction_fac
 
 
 def resume_within(seconds: float, directory: Path):
-    """`distune.resume`, interrupted as Ctrl-C would be (Tune saves its state and returns) if it
-    runs past `seconds`: the failure then names each trial's state, not pytest's timeout alone."""
-    import _thread
-
+    """`distune.resume`, failed (naming each trial's state) if it runs past `seconds`."""
     from distune import resume
     from distune.results import open_analysis
 
-    seen: list[str] = []
+    def trials() -> str:
+        return ", ".join(f"{t.trial_id} {t.status} at {t.last_result.get('training_iteration')}"
+                         for t in open_analysis(directory).trials)
 
-    def interrupt() -> None:
-        seen.extend(f"{t.trial_id} {t.status} at {t.last_result.get('training_iteration')}"
-                    for t in open_analysis(directory).trials)
-        _thread.interrupt_main()
-
-    watchdog = threading.Timer(seconds, interrupt)
-    watchdog.start()
-    try:
+    with within(seconds, f"the resume of {directory}", trials):
         return resume(directory, say=lambda _: None)
-    except BaseException as e:
-        if seen:
-            raise AssertionError(f"the resume of {directory} ran past {seconds} s; its trials then: "
-                                 f"{seen}") from e
-        raise
-    finally:
-        watchdog.cancel()
 
 
 def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mnist_path, tmp_path):

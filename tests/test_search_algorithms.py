@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import experiment
+from conftest import experiment, within
 from distune.config import trial_space, validate
 from distune.errors import ConfigError
 from distune.search import Context
@@ -413,3 +413,61 @@ def test_a_restored_trial_replays_what_its_saved_state_stands_on(tmp_path):
                   storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="e",
                                          trial_dir_name="fresh"))
     assert replayed(fresh) == []
+
+
+@pytest.mark.slow
+def test_a_resume_frees_the_slot_a_stale_searcher_state_holds(ray_local, tmp_path):
+    """Ray saves the search algorithm's state and the trials' in separate files, copied to
+    storage one after the other: a driver killed in between resumes with a concurrency limiter
+    that counts a finished trial as running, and with one slot the resumed sweep waited
+    forever (seen in CI). The saved state is made so here, as that race leaves it; the resume
+    runs the sweep's remaining trials (within a minute; it waited forever)."""
+    import os
+    import signal
+
+    import ray.cloudpickle as cloudpickle
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from distune.search.replayed import ResumableFIFO
+
+    flag = tmp_path / "interrupted"
+
+    class Quick(tune.Trainable):
+        def step(self):
+            return {"score": self.config["x"], "done": True}
+
+        def save_checkpoint(self, checkpoint_dir):
+            pass
+
+        def load_checkpoint(self, checkpoint):
+            pass
+
+    class InterruptOnce(tune.Callback):  # Ctrl-C once the first trial has ended
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if not flag.exists():
+                flag.touch()
+                os.kill(os.getpid(), signal.SIGINT)
+
+    tune.Tuner(tune.with_resources(Quick, {"cpu": 1}), param_space={"x": tune.uniform(0, 1)},
+               tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=3,
+                                           search_alg=OptunaSearch(seed=0), max_concurrent_trials=1,
+                                           scheduler=ResumableFIFO()),
+               run_config=tune.RunConfig(storage_path=str(tmp_path), name="e", verbose=0,
+                                         callbacks=[InterruptOnce()])).fit()
+    directory = tmp_path / "e"
+    ended = [t.trial_id for t in tune.ExperimentAnalysis(str(directory)).trials if t.status == "TERMINATED"]
+    assert len(ended) == 1, ended
+    state_file, = directory.glob("search_gen_state-*.json")
+    state = cloudpickle.loads(state_file.read_bytes())
+    limiter = state["name:ConcurrencyLimiter"]
+    limiter["live_trials"].add(ended[0])  # as a copy older than the trials' state holds it
+    limiter["num_unfinished_live_trials"] = len(limiter["live_trials"])
+    state_file.write_bytes(cloudpickle.dumps(state))
+
+    with within(60, "the resume"):
+        grid = tune.Tuner.restore(str(directory), trainable=tune.with_resources(Quick, {"cpu": 1}),
+                                  resume_unfinished=True).fit()
+    trials = tune.ExperimentAnalysis(str(directory)).trials
+    assert len(grid) == 3 and {t.status for t in trials} == {"TERMINATED"}, \
+        [(t.trial_id, t.status) for t in trials]

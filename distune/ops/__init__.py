@@ -13,6 +13,7 @@ _NAMES = {
     "read_code": "usercode",
     "NotPrivate": "private",
     "QUIET_ENV": "environment",
+    "checkpoint_gone": "storage",
     "checkpoint_path": "storage",
     "fetch": "storage",
     "in_mirror": "storage",

@@ -273,12 +273,15 @@ def _upload(fs, file: Path, path: str) -> None:
 
 
 def checkpoint_gone(trial, checkpoint) -> bool:
-    """Is a checkpoint the sweep's saved state names absent from the trial's storage? Tune
+    """Is a checkpoint the sweep's saved state names absent from the experiment's storage? Tune
     deletes a trial's surplus checkpoints the moment a newer one registers, and registers one
     before its copy is on storage, but saves the sweep's state only every few seconds: a driver
     killed in between leaves a state whose trial's latest checkpoint is not there (both seen in
-    the SIGKILL fault test). Such a trial restarts from its first epoch (distune.sweep.gone)."""
+    the SIGKILL fault test). Such a trial restarts from its first epoch (distune.sweep.gone).
+    Looked up by its trial's directory and its own name within the experiment, wherever the
+    experiment is now (a PBT trial's latest may be in the trial it copied)."""
     from pyarrow.fs import FileType
 
-    path = f"{trial.storage.trial_fs_path}/{PurePosixPath(checkpoint.path).name}"
+    at = PurePosixPath(checkpoint.path)
+    path = f"{trial.storage.experiment_fs_path}/{at.parent.name}/{at.name}"
     return trial.storage.storage_filesystem.get_file_info(path).type == FileType.NotFound

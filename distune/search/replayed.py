@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandForBOHB, HyperBandScheduler, MedianStoppingRule
+from ray.tune.schedulers import (AsyncHyperBandScheduler, FIFOScheduler, HyperBandForBOHB, HyperBandScheduler,
+                                 MedianStoppingRule, PopulationBasedTraining)
 
-from distune.ops.storage import checkpoint_gone
+from distune.ops import checkpoint_gone
 from distune.results import RESULTS_LOG_FILE
 
 
@@ -50,7 +51,47 @@ def _logged(trial: Trial) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-class Replayed:
+def reconcile_search(tune_controller) -> None:
+    """Make the search algorithm's bookkeeping agree with the trials Tune holds. Ray saves the
+    search algorithm's state and the trials' in separate files, copied to storage one after the
+    other (ray-project/ray#19113): a driver killed in between resumes with a concurrency
+    limiter that counts a finished or never-saved trial as running, which holds its slot
+    forever (with one slot, the resumed sweep waits forever: seen in CI), and a trial counter
+    off by one (a trial too many or too few). Every trial Tune holds came from the search
+    algorithm, and each unfinished one is running for it. Called as trials are added (the
+    restored ones before the first step), where Ray lets a scheduler reach the searcher; in
+    a sweep that was never interrupted it changes nothing."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchGenerator
+
+    trials = tune_controller.get_trials()
+    running = {t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)}
+    algorithm = tune_controller.search_alg
+    if isinstance(algorithm, BasicVariantGenerator):  # random, grid: limited themselves
+        algorithm._live_trials = running
+    elif isinstance(algorithm, SearchGenerator):
+        algorithm._counter = len(trials)
+        if isinstance(algorithm.searcher, ConcurrencyLimiter):
+            algorithm.searcher.live_trials = set(running)
+            algorithm.searcher.num_unfinished_live_trials = len(running)
+
+
+class Reconciled:
+    """Mixin for every scheduler distune builds: `reconcile_search` as each trial is added."""
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        reconcile_search(tune_controller)
+
+
+class ResumableFIFO(Reconciled, FIFOScheduler):
+    pass
+
+
+class ResumablePBT(Reconciled, PopulationBasedTraining):
+    pass
+
+
+class Replayed(Reconciled):
     """Mixin: replay a restored trial's history into the scheduler as it is re-added."""
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
@@ -101,7 +142,7 @@ class NoneLeftPausing:
                     tune_controller.stop_trial(other)  # Tune applies it once the save is done
 
 
-class StoppingBOHB(NoneLeftPausing, HyperBandForBOHB):
+class StoppingBOHB(Reconciled, NoneLeftPausing, HyperBandForBOHB):
     pass
 
 
@@ -120,6 +161,7 @@ class ResumableHyperBand(NoneLeftPausing, HyperBandScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         self._arrived.append(trial)
+        reconcile_search(tune_controller)
 
     def _place(self, tune_controller) -> None:
         arrived, self._arrived = sorted(self._arrived, key=creation_index), []

@@ -16,9 +16,9 @@ class NoOptions(Options):
 
 @SCHEDULERS.add("fifo", "no early stopping: every trial runs all its epochs", NoOptions)
 def _fifo(opts: NoOptions, ctx: Context):
-    from ray.tune.schedulers import FIFOScheduler
+    from distune.search.replayed import ResumableFIFO
 
-    return FIFOScheduler()
+    return ResumableFIFO()
 
 
 class ASHAOptions(Options):
@@ -114,9 +114,9 @@ def pbt_mutations(opts: PBTOptions, space: dict) -> dict:
                 "and continue with mutated learning rate, dropout, ...", PBTOptions,
                 only_with=("random", "grid"))
 def _pbt(opts: PBTOptions, ctx: Context):
-    from ray.tune.schedulers import PopulationBasedTraining
+    from distune.search.replayed import ResumablePBT
 
-    return PopulationBasedTraining(
+    return ResumablePBT(
         time_attr=EPOCHS, perturbation_interval=opts.perturbation_interval,
         hyperparam_mutations=pbt_mutations(opts, ctx.space), quantile_fraction=opts.quantile_fraction,
         resample_probability=opts.resample_probability, synch=False)

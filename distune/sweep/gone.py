@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from distune.ops.storage import checkpoint_gone
+from distune.ops import checkpoint_gone
 from distune.results.layout import PROGRESS_FILE, RESULTS_LOG_FILE
 
 
