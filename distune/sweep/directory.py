@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from distune.config.schema import Experiment, storage_root
 from distune.errors import DistuneError
-from distune.ops.storage import (checkpoint_gone, checkpoint_path, is_uri, join, local_copy, mirror,
+from distune.ops.storage import (checkpoint_path, is_uri, join, local_copy, mirror,
                                  prepare_remote, remote_of, taken_error)
 from distune.results.table import open_analysis
 from distune.trial.data import load_mnist
@@ -71,8 +71,9 @@ def check_checkpoints(directory: Path) -> CheckpointCheck:
         latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
         if latest is None:
             continue
-        if checkpoint_gone(trial, latest.checkpoint):
+        path = local_copy(checkpoint_path(trial, latest.checkpoint))  # a mirror's: downloaded
+        if not path.is_dir():  # gone (distune.ops.storage.checkpoint_gone): it restarts
             check.restarting.append(trial.trial_id)
-        elif problem := checkpoint_problem(local_copy(checkpoint_path(trial, latest.checkpoint))):
+        elif problem := checkpoint_problem(path):
             check.corrupt.append(f"trial {trial.trial_id}: {problem}")
     return check
