@@ -124,13 +124,19 @@ def refresh(directory: Path) -> None:
         _download(uri, directory, with_checkpoints=False)
 
 
-def checkpoint_path(trial, checkpoint) -> Path:
-    """Where a trial's checkpoint is in the experiment's own storage (or its mirror).
+def _in_experiment(trial, checkpoint) -> str:
+    """A trial's checkpoint within the experiment's storage as the trial sees it now. Ray records
+    checkpoints by absolute path; only its last two names are taken from it (its trial's
+    directory: a PBT trial's latest is in the trial it copied; and its own), so an experiment that
+    was moved, copied or is read through a mirror never loads another copy's checkpoint."""
+    at = PurePosixPath(checkpoint.path)
+    return str(PurePosixPath(trial.storage.trial_fs_path).parent / at.parent.name / at.name)
 
-    Ray records checkpoints by absolute path. Only the checkpoint's name is taken from it, so an
-    experiment that was moved, copied or is read through a mirror never loads another copy's
-    checkpoint."""
-    return Path(trial.storage.trial_fs_path) / PurePosixPath(checkpoint.path).name
+
+def checkpoint_path(trial, checkpoint) -> Path:
+    """Where a trial's checkpoint is in the experiment's own directory (or its mirror, whose
+    files `local_copy` downloads)."""
+    return Path(_in_experiment(trial, checkpoint))
 
 
 def in_mirror(path: Path) -> bool:
@@ -278,10 +284,8 @@ def checkpoint_gone(trial, checkpoint) -> bool:
     before its copy is on storage, but saves the sweep's state only every few seconds: a driver
     killed in between leaves a state whose trial's latest checkpoint is not there (both seen in
     the SIGKILL fault test). Such a trial restarts from its first epoch (distune.sweep.gone).
-    Looked up by its trial's directory and its own name within the experiment, wherever the
-    experiment is now (a PBT trial's latest may be in the trial it copied)."""
+    Asked of the trial's own storage filesystem (a bucket, for a running sweep on a URI)."""
     from pyarrow.fs import FileType
 
-    at = PurePosixPath(checkpoint.path)
-    path = f"{trial.storage.experiment_fs_path}/{at.parent.name}/{at.name}"
+    path = _in_experiment(trial, checkpoint)
     return trial.storage.storage_filesystem.get_file_info(path).type == FileType.NotFound
