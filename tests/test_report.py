@@ -172,6 +172,20 @@ def _curves(trials: list[TrialRecord]) -> charts.Curves:
                                       "time_total_s": [1.0, 2.0]}) for i, t in enumerate(trials)}
 
 
+def test_confusion_chart_counts_each_true_and_predicted_pair():
+    y_true = np.array([0, 0, 1, 2, 2, 2, 9])
+    y_pred = np.array([0, 1, 1, 2, 2, 7, 9])
+    fig = charts.confusion(y_true, y_pred)
+    ax = fig.axes[0]
+    drawn = np.asarray(ax.images[0].get_array())
+    expected = np.zeros((10, 10), int)
+    for t, p in zip(y_true, y_pred):
+        expected[t, p] += 1
+    assert drawn.shape == (10, 10) and (drawn == expected).all()
+    assert [t.get_text() for t in ax.texts] == [str(n) for n in expected.ravel()]
+    assert "accuracy 0.7143" in ax.get_title() and ax.get_ylabel() == "True label"
+
+
 def test_charts_explain_what_the_data_cannot_show():
     one = [_trial(0, 0.9, units=8)]
     with pytest.raises(charts.NoChart, match="at least two trials"):
@@ -190,6 +204,11 @@ def test_study_handles_categorical_boolean_log_and_conditional_params():
               TrialRecord("abc_00003", {"units": 8}, "error", math.nan)]
     study = charts.study(trials, "max", {"learning_rate"})
     assert len(study.trials) == 3  # the trial without a result is left out
+    with pytest.raises(charts.NoChart, match="at least 6 trials with a result for 4 varying"):
+        charts.importances(study, "val_accuracy")  # 4 shared hyperparameters, 3 trials
+    trials += [_trial(4 + i, 0.7 + i / 20, optimizer=("adam", "sgd")[i % 2], batch_norm=bool(i % 2),
+                      learning_rate=10.0 ** -(i + 2), units=8 * (i + 1)) for i in range(3)]
+    study = charts.study(trials, "max", {"learning_rate"})
     dists = study.trials[1].distributions
     assert dists["learning_rate"].log and dists["optimizer"].choices == ("adam", "sgd")
     assert "momentum" not in study.trials[0].params  # only the branch a trial took
