@@ -17,7 +17,7 @@ from distune.ops.storage import publish, root_of, where
 from distune.results.layout import BEST_FILE, BEST_MODEL_FILE, CONFIG_FILE, TABLE_FILE
 from distune.results.records import TrialRecord, from_analysis, to_table
 from distune.results.table import write_atomic, write_json
-from distune.report.page import try_write_report
+from distune.report.page import draw_sweep_soon, try_write_report
 from distune.search.searchers import SEARCHERS
 from distune.space.params import grid_points
 from distune.sweep.directory import check_checkpoints, experiment_dir, load_data, prepare_directory
@@ -115,6 +115,7 @@ def finish(exp: Experiment, directory: Path, splits, analysis, *, refit: bool, s
         if exp.select.top_k > 1:
             selection = reevaluate(exp, directory, splits, analysis, verbose, say)
             best = selection.winner
+        drawn = draw_sweep_soon(exp, directory, table, best.trial_id) if exp.run.report else None
         if refit:
             say(f"Refitting the winner on train + validation for {best.epoch} epochs ...")
             tested = W.refit(best, exp, splits, directory)
@@ -135,8 +136,8 @@ def finish(exp: Experiment, directory: Path, splits, analysis, *, refit: bool, s
         **(selection.summary(exp.search.metric) if selection else {}),
     }
     write_json(directory / BEST_FILE, facts)
-    report = (try_write_report(exp, directory, table, facts, splits, say, tested.probabilities)
-              if exp.run.report else None)
+    report = (try_write_report(exp, directory, table, facts, splits, say, tested.probabilities,
+                               drawn) if exp.run.report else None)
     try_log_winner(exp, directory, best.trial_id, {"test_accuracy": test_acc,
                                                    "test_loss": test_loss}, say)
     publish(directory)  # for a URI: every file written here since the sweep

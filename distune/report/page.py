@@ -9,6 +9,7 @@ import html
 import io
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -46,26 +47,50 @@ def report_of(directory: Path) -> Path:
 
 
 def write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
-                 best: dict[str, Any] | None, splits=None, probabilities=None) -> Path:
+                 best: dict[str, Any] | None, splits=None, probabilities=None,
+                 drawn: Future | None = None) -> Path:
     """Write report.html and report/*.png from what the caller holds: the experiment, its
     results table, best.json's content (None while no winner) and, at the end of a run, the
     data and the exported winner's test-set probabilities (saves reloading MNIST and the
-    model, and importing TensorFlow)."""
+    model, and importing TensorFlow), and the sweep's charts if `draw_sweep_soon` drew them."""
+    sweep = drawn.result() if drawn else sweep_sections(exp, directory, table,
+                                                        best["trial"] if best else None)
+    sections = ([("winner", f"Winner: trial {best['trial']}",
+                  _winner_charts(exp, directory, splits, probabilities),
+                  _winner_table(best, exp.search.metric))] if best else []) + sweep
+    page = _page(exp, directory, table, best, sections)
+    try:
+        _write_pngs(directory / CHARTS_DIR, [c for _, _, cs, _ in sections for c in cs])
+        write_atomic(directory / REPORT_FILE, page)
+    except OSError as e:
+        raise DistuneError(f"cannot write the report into {directory} ({e.strerror}). Make the "
+                           "experiment directory writable, or copy it somewhere that is.") from None
+    return directory / REPORT_FILE
+
+
+def draw_sweep_soon(exp: Experiment, directory: Path, table: pd.DataFrame,
+                    winner_id: str) -> Future:
+    """The sweep's charts (everything but the winner's test set), drawn in a thread while the
+    caller tests the winner, which mostly waits on another process: about half a second of a
+    debugging run's report (measured). Its error, if any, surfaces in `write_report`."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="distune-report")
+    try:
+        return pool.submit(sweep_sections, exp, directory, table, winner_id)
+    finally:
+        pool.shutdown(wait=False)  # the drawing goes on; the interpreter's exit awaits it
+
+
+def sweep_sections(exp: Experiment, directory: Path, table: pd.DataFrame,
+                   winner_id: str | None) -> list[tuple[str, str, list[Chart], str]]:
+    """The report's sections about the sweep: history, curves and the hyperparameters."""
     metric, mode = exp.search.metric, exp.search.mode
     trials = from_table(table, metric)
     curves = trial_curves(directory, trials)
-    winner_id = best["trial"] if best else None
-
-    sections: list[tuple[str, str, list[Chart], str]] = []
-    if best:
-        sections.append(("winner", f"Winner: trial {winner_id}", _winner_charts(exp, directory,
-                                                                                splits, probabilities),
-                         _winner_table(best, metric)))
     log_params = {k for k, p in exp.model.params.items() if getattr(p, "log", False)}
     study = charts.study(trials, mode, log_params)
     other = "val_loss" if metric != "val_loss" else "val_accuracy"
     importance_chart, importance_html = _importance(study, metric)
-    sections += [
+    return [
         ("history", "Optimization history", [_draw(
             "history", "Optimization history",
             "Left: every epoch's result over wall time, with the best so far. Right: each "
@@ -87,22 +112,15 @@ def write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
             f"Each trial's best {metric} against the value of one hyperparameter.",
             lambda: charts.slices(study, metric))], ""),
     ]
-    page = _page(exp, directory, table, best, sections)
-    try:
-        _write_pngs(directory / CHARTS_DIR, [c for _, _, cs, _ in sections for c in cs])
-        write_atomic(directory / REPORT_FILE, page)
-    except OSError as e:
-        raise DistuneError(f"cannot write the report into {directory} ({e.strerror}). Make the "
-                           "experiment directory writable, or copy it somewhere that is.") from None
-    return directory / REPORT_FILE
 
 
 def try_write_report(exp: Experiment, directory: Path, table: pd.DataFrame,
                      best: dict[str, Any] | None, splits=None,
-                     say: Callable[[str], None] = print, probabilities=None) -> Path | None:
+                     say: Callable[[str], None] = print, probabilities=None,
+                     drawn: Future | None = None) -> Path | None:
     """The end of a run: a report that cannot be written is a warning, never a lost result."""
     try:
-        return write_report(exp, directory, table, best, splits, probabilities)
+        return write_report(exp, directory, table, best, splits, probabilities, drawn)
     except Exception as e:  # noqa: BLE001  (any failure here must not lose the sweep's results)
         say(f"distune: warning: could not write the report ({type(e).__name__}: {e}); the "
             f"results are saved. Try again with `distune report {directory.name} --storage "
