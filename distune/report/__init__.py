@@ -3,6 +3,7 @@
 from distune._lazy import exports
 
 _NAMES = {
+    "draw_sweep_soon": "page",
     "report_of": "page",
     "try_write_report": "page",
     "write_report": "page",
