@@ -97,7 +97,7 @@ def test_real_sweep_over_a_tree(searcher, ray_local, mnist_path, tmp_path):
                  "optimizer": {"choice": ["adam", {"value": "sgd", "space": {
                      "momentum": 0.9, "nesterov": {"choice": [True, False]}}}]}}
     exp = experiment(mnist_path, tmp_path, model={"space": space}, data={"train_subset": 600},
-                     train={"epochs": 1}, search={"searcher": searcher, "num_samples": 6 if searcher != "grid" else 1})
+                     train={"epochs": 1}, search={"searcher": searcher, "num_samples": 4 if searcher != "grid" else 1})
     s = run(exp, "t", say=lambda _: None)
     table = pd.read_csv(tmp_path / "results" / "t" / "results.csv")
     assert len(table) == exp.planned_trials == s.trials
@@ -106,4 +106,8 @@ def test_real_sweep_over_a_tree(searcher, ray_local, mnist_path, tmp_path):
                   if k.startswith("config/") and not pd.isna(v)}
         only_live_keys(config)
     assert set(table.status) == {"completed"} and set(table.epochs) == {1}
+    # both branches of each choice taken (4 seeded samples do, for each searcher), so the
+    # live-keys check above saw each sub-space present and absent
+    assert set(table["config/architecture"]) == {"mlp", "cnn"}, searcher
+    assert set(table["config/optimizer"]) == {"adam", "sgd"}, searcher
     assert math.isfinite(s.test_accuracy) and s.best_config["architecture"] in ("mlp", "cnn")
