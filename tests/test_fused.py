@@ -87,12 +87,14 @@ def test_a_fused_asha_sweep_from_the_cli(mnist_path, tmp_path):
     file = tmp_path / "fused.yaml"
     file.write_text(json.dumps({
         "data": {"train_subset": 3200, "validation_split": 0.25},
-        # two hopeless learning rates: a member reporting its rung after a good one is stopped
-        # there whatever order the fusers' rounds arrive in (with six good ones, ASHA's
-        # asynchronous rungs once let all six finish: seen in CI)
+        # three hopeless members and three good ones: a hopeless member reporting its rung
+        # after any good one is stopped there. ASHA's rungs are asynchronous: for none to
+        # stop, all three hopeless must reach the rung before every good one and in rising
+        # order of their (seeded) scores. With six good ones all six once finished, and with
+        # two hopeless of six both once came first, rising (both seen in CI)
         "model": {"space": {"hidden_layers": 1, "units": 32,
-                            "learning_rate": {"grid": [3e-3, 1e-6, 1e-2]},
-                            "batch_size": {"grid": [32, 64]}}},
+                            "learning_rate": {"grid": [3e-3, 1e-6]},
+                            "batch_size": {"grid": [32, 64, 128]}}},
         "train": {"epochs": 3, "backend": "jax"},
         "search": {"searcher": "grid", "num_samples": 1},
         # ASHA's one rung at epoch 2: no member is stopped before the first checkpoint's owner
