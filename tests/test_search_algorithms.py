@@ -321,8 +321,14 @@ def test_quiet_is_not_blind(capsys):
         warnings.warn("old API", DeprecationWarning)  # no news to a user
         logging.getLogger("ray.tune.execution").warning("The `save` operation took 9 s, which "
                                                         "may be a performance bottleneck.")
+        try:  # what Tune logs when a restore fails: the cause must show, not only the fact
+            raise KeyError("training_iteration")
+        except KeyError:
+            logging.getLogger("ray.tune.execution").exception("Failed to restore the run state.")
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
+    assert lines[2] == ("distune: warning from ray.tune.execution: Failed to restore the run "
+                        "state. (KeyError: 'training_iteration') (shown once)")
     assert lines[0].startswith("distune: warning from optuna") and "instead of `CmaEsSampler`" in lines[0]
     assert lines[1] == "distune: warning from UserWarning in test_search_algorithms.py: option x=3 is ignored (shown once)"
 
@@ -369,7 +375,7 @@ def test_a_restored_trial_replays_what_its_saved_state_stands_on(tmp_path):
     trial's results up to the checkpoint it resumes from (the epochs after it it reports again,
     and is judged on again), the checkpoint's own result even where Ray's log on storage lags;
     nothing where that checkpoint is gone (it restarts); all of an ended trial's, its saved
-    last result included."""
+    last result included; a log line the fault cut off is left out (it failed the restore)."""
     import json
 
     from ray.train import Checkpoint, CheckpointConfig
@@ -403,6 +409,10 @@ def test_a_restored_trial_replays_what_its_saved_state_stands_on(tmp_path):
         return [r["training_iteration"] for r in earlier_results(trial, "training_iteration")]
 
     assert replayed(restored("ahead", logged=3, last=3, checkpoint=2)) == [1, 2]
+    cut = restored("cut", logged=2, last=2, checkpoint=2, status=Trial.TERMINATED)
+    with open(Path(cut.storage.trial_fs_path) / "result.json", "a") as f:
+        f.write(json.dumps(rows[2])[:17])  # the line being written when the driver was killed
+    assert replayed(cut) == [1, 2]
     assert replayed(restored("behind", logged=1, last=2, checkpoint=2)) == [1, 2]
     gone = restored("gone", logged=2, last=2, checkpoint=2)
     shutil.rmtree(Path(gone.storage.trial_fs_path) / "checkpoint_000002")

@@ -52,7 +52,12 @@ class OneLine(logging.Handler):
         self.seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.say(record.getMessage(), record.name)
+        message = (record.getMessage().strip().splitlines() or [""])[0]
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:  # what went wrong, not only that it did (Tune's failed restore)
+            cause = (str(error).strip().splitlines() or [""])[0]
+            message = f"{message} ({type(error).__name__}{': ' + cause if cause else ''})"
+        self.say(message, record.name)
 
     def say(self, message: str, origin: str) -> None:
         text = (message.strip().splitlines() or [""])[0]

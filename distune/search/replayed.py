@@ -40,15 +40,23 @@ def earlier_results(trial: Trial, time_attr: str) -> list[dict]:
 
 
 def _logged(trial: Trial) -> list[dict]:
-    """The trial's result log (Ray's JSON lines beside its checkpoints) on storage."""
+    """The trial's result log (Ray's JSON lines beside its checkpoints) on storage, without a
+    line the fault cut off: a driver killed while writing or copying it leaves half a line,
+    which made Tune's restore fail, and Tune then started the sweep anew (seen in CI)."""
     storage = trial.storage
     path = f"{storage.trial_fs_path}/{RESULTS_LOG_FILE}"
     try:
         with storage.storage_filesystem.open_input_stream(path) as f:
-            text = f.readall().decode()
+            text = f.readall().decode(errors="replace")
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # cut off (or blank)
+            continue
+    return rows
 
 
 def reconcile_search(tune_controller) -> None:
