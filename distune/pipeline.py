@@ -22,6 +22,7 @@ from distune.search.searchers import SEARCHERS
 from distune.space.params import grid_points
 from distune.sweep.directory import check_checkpoints, experiment_dir, load_data, prepare_directory
 from distune.sweep.tune import build_tuner, fit, make_trainable, release_ray, training_node
+from distune.sweep.unrestored import refuse, watching
 from distune.trial.usermodel import dry_build
 from distune.winner import pick as W
 from distune.winner.select import reevaluate
@@ -92,9 +93,14 @@ def resume(directory: Path, *, refit: bool = False, skip_corrupt: bool = False,
         say(f"distune: trial {tid} restarts from epoch 1 (same seed, same curve): the latest "
             "checkpoint the sweep's saved state names is not on storage (the driver stopped "
             "between Tune's checkpoint and its next state save)")
-    analysis = fit(exp, verbose, lambda: tune.Tuner.restore(
-        where(directory), trainable=make_trainable(exp, splits.for_trials()),
-        resume_unfinished=True, resume_errored=True), say)
+    with watching():  # a state Tune cannot restore is refused, not run anew
+        try:
+            analysis = fit(exp, verbose, lambda: tune.Tuner.restore(
+                where(directory), trainable=make_trainable(exp, splits.for_trials()),
+                resume_unfinished=True, resume_errored=True), say)
+        except Exception:
+            refuse()  # what Tune's fallback then tripped on (a searcher restored twice) is not the cause
+            raise
     return finish(exp, directory, splits, analysis, refit=refit, started=started, say=say,
                   verbose=verbose)
 

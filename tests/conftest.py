@@ -186,3 +186,33 @@ def run_under_jax(script: str, mnist_path, work) -> dict:
                            str(work)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def interrupted_sweep(exp, tmp_path: Path, monkeypatch) -> Path:
+    """`exp` run in this process and Ctrl-C'd once its first epoch is reported; its directory."""
+    from distune import pipeline, run
+    from distune.errors import Interrupted
+
+    build = pipeline.build_tuner
+    monkeypatch.setattr(pipeline, "build_tuner", lambda *a, **k: build(
+        *a, **{**k, "callbacks": [interrupt_once(tmp_path / "sent")]}))
+    with pytest.raises(Interrupted):
+        run(exp, "t", say=lambda _: None)
+    monkeypatch.undo()
+    return Path(exp.run.storage) / exp.run.name
+
+
+def assert_refused_resume(directory: Path, monkeypatch) -> None:
+    """A resume whose restore fails inside Tune (the schedulers' replay made to raise) is
+    refused within a minute, naming the cause, and leaves every file as it was."""
+    from distune import resume
+    from distune.errors import DistuneError
+
+    files = {f: f.read_bytes() for f in directory.rglob("*") if f.is_file()}
+    monkeypatch.setattr("distune.search.replayed.earlier_results",
+                        lambda *a: (_ for _ in ()).throw(RuntimeError("replay broke")))
+    with pytest.raises(DistuneError, match=r"could not restore .*\(RuntimeError: replay broke\)"), \
+            within(60, "the refused resume (run anew, it waits on its restored searcher)"):
+        resume(directory, say=lambda _: None)
+    monkeypatch.undo()
+    assert {f: f.read_bytes() for f in directory.rglob("*") if f.is_file()} == files

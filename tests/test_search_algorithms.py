@@ -481,3 +481,19 @@ def test_a_resume_frees_the_slot_a_stale_searcher_state_holds(ray_local, tmp_pat
     trials = tune.ExperimentAnalysis(str(directory)).trials
     assert len(grid) == 3 and {t.status for t in trials} == {"TERMINATED"}, \
         [(t.trial_id, t.status) for t in trials]
+
+
+@pytest.mark.slow
+def test_a_resume_tune_cannot_restore_is_refused_not_run_anew(ray_local, mnist_path, tmp_path,
+                                                               monkeypatch):
+    """When Tune's restore raises, Tune logs it and, with a random or grid searcher, runs the
+    sweep anew in its directory (seen in CI: the resumed sweep was one new trial). distune
+    refuses before anything runs, naming the cause, and a later resume works (test_gp covers
+    a model-based searcher, where Tune's fallback raises instead)."""
+    from conftest import assert_refused_resume, interrupted_sweep
+    from distune import resume
+
+    exp = experiment(mnist_path, tmp_path, schedule={"scheduler": "asha", "options": {"grace_period": 1}})
+    d = interrupted_sweep(exp, tmp_path, monkeypatch)
+    assert_refused_resume(d, monkeypatch)
+    assert resume(d, say=lambda _: None).trials == 2

@@ -18,12 +18,14 @@ _NAMES = {
     "make_trainable": "tune",
     "node_types_to_add": "tune",
     "prepare_directory": "directory",
+    "refuse": "unrestored",
     "release_ray": "tune",
     "start_ray": "tune",
     "start_zygotes": "tune",
     "trial_dirname": "tune",
     "training_node": "tune",
     "try_log_winner": "tracking",
+    "watching": "unrestored",
 }
 __all__ = sorted(_NAMES)
 __getattr__ = exports(__name__, _NAMES)

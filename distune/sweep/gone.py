@@ -10,6 +10,7 @@ from ray.tune import Callback
 
 from distune.ops import checkpoint_gone
 from distune.results.layout import PROGRESS_FILE, RESULTS_LOG_FILE
+from distune.sweep.unrestored import refuse
 
 
 class RestartGone(Callback):
@@ -18,6 +19,9 @@ class RestartGone(Callback):
     starts afresh after a fault (that, or no checkpoint in the saved state) begins its result
     logs anew, as Tune's loggers do on another machine; else the copy the killed driver left on
     this one, ahead of the state, would repeat its epochs (seen: epochs 1, 2, 1, 2)."""
+
+    def setup(self, **info):  # Tune calls it after its restore, before anything runs
+        refuse()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         manager = trial.run_metadata.checkpoint_manager
