@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_refused_resume, experiment, interrupted_sweep
-from distune import run, resume
+from distune import resume
 from distune.config import validate
 from distune.errors import ConfigError
 from distune.search import SEARCHERS, Context
