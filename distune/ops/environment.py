@@ -52,19 +52,22 @@ class OneLine(logging.Handler):
         self.seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = (record.getMessage().strip().splitlines() or [""])[0]
-        error = record.exc_info[1] if record.exc_info else None
-        if error is not None:  # what went wrong, not only that it did (Tune's failed restore)
-            cause = (str(error).strip().splitlines() or [""])[0]
+        message, error = _first_line(record.getMessage()), record.exc_info and record.exc_info[1]
+        if error:  # what went wrong, not only that it did (Tune's failed restore)
+            cause = _first_line(str(error))
             message = f"{message} ({type(error).__name__}{': ' + cause if cause else ''})"
         self.say(message, record.name)
 
     def say(self, message: str, origin: str) -> None:
-        text = (message.strip().splitlines() or [""])[0]
+        text = _first_line(message)
         kind = re.sub(r"`[^`]*`|'[^']*'|\d+", "_", text)  # the same warning for another trial
         if text and kind not in self.seen and not any(n in text for n in NOISE):
             self.seen.add(kind)
             print(f"distune: warning from {origin}: {clip(text)} (shown once)", file=sys.stderr)
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0]
 
 
 HEARD = OneLine()

@@ -41,8 +41,9 @@ def earlier_results(trial: Trial, time_attr: str) -> list[dict]:
 
 def _logged(trial: Trial) -> list[dict]:
     """The trial's result log (Ray's JSON lines beside its checkpoints) on storage, without a
-    line the fault cut off: a driver killed while writing or copying it leaves half a line,
-    which made Tune's restore fail, and Tune then started the sweep anew (seen in CI)."""
+    line the fault cut off: a driver killed while writing or copying it can leave half a line,
+    which would fail Tune's restore here (one cause that fits a failed restore seen in CI;
+    not confirmed)."""
     storage = trial.storage
     path = f"{storage.trial_fs_path}/{RESULTS_LOG_FILE}"
     try:
