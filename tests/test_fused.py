@@ -79,7 +79,7 @@ def _kill_a_fuser_after_a_checkpoint(results: Path, killed: dict, done: threadin
 
 
 @pytest.mark.slow
-def test_a_fused_asha_sweep_from_the_cli(mnist_path, tmp_path):
+def test_a_fused_asha_sweep_from_the_cli(joined_ray, mnist_path, tmp_path):
     """The issue's end-to-end run: a fused sweep with ASHA from the CLI whose table shows
     ordinary per-member trials, some stopped early while others finished; members trained
     together (several per fused epoch, in one process); a fuser killed mid-sweep costs its
@@ -108,9 +108,9 @@ def test_a_fused_asha_sweep_from_the_cli(mnist_path, tmp_path):
                                args=(tmp_path / "fused", killed, done), daemon=True)
     watcher.start()
     try:
-        # its own Ray: its members would fill the suite's, where the fault tests' drivers need
-        # places (a SIGKILL test's driver ended early beside it: seen once in a clean clone)
-        r = distune("run", str(file), "--data", str(mnist_path))
+        # on this worker's Ray (joined_ray), as a driver on a cluster: its tests run one at a
+        # time, so no other test's trials wait for its places
+        r = distune("run", str(file), "--data", str(mnist_path), env=joined_ray)
     finally:
         done.set()
         watcher.join()
