@@ -13,6 +13,8 @@ their processes (interpreter, imports, data) to the last one ending; distune's f
 its Ray to the sweep's end (the driver's data load before it, like each plain process's own,
 is counted too). Figures:
 - wall-time ratio distune / plain loops (same configs, epochs, backend and cores);
+- whole-command ratio: the same sweep as `distune run FILE` (a new process: its imports, its
+  own Ray, the winner's test, the report), start to exit, / the plain loops;
 - parallel efficiency: sum of the trials' training time (Tune's time_total_s: every step, i.e.
   fit + validation) / (distune's sweep wall time x slots);
 - start-up per trial: a slot becoming free (sweep start, or the previous trial on it finishing)
@@ -20,7 +22,8 @@ is counted too). Figures:
   The first trial on each slot is "cold" (new worker: process start, TensorFlow import);
 - checkpoint cost: a result's arrival -> Tune recording that epoch's checkpoint (the trial waits
   meanwhile), against the epoch's time.
-Targets (printed, never enforced): ratio <= 1.10, efficiency >= 0.90, warm start-up < 1 s.
+Targets (#15; printed, never enforced): ratio <= 1.10, whole command <= 1.25, efficiency
+>= 0.90, warm start-up <= 0.3 s.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -36,7 +40,7 @@ from pathlib import Path
 
 from search_quality import SPACE  # noqa: E402  (this folder is on sys.path when run)
 
-TARGETS = {"ratio": 1.10, "efficiency": 0.90, "startup_s": 1.0}
+TARGETS = {"ratio": 1.10, "command": 1.25, "efficiency": 0.90, "startup_s": 0.3}
 
 
 def sample_configs(n: int, seed: int) -> list[dict]:
@@ -118,6 +122,19 @@ def plain_loops(configs: list[dict], args) -> dict:
             "save_s": statistics.median(s["save_s"] for s in shares), "images": shares[0]["images"]}
 
 
+def experiment(configs: list[dict], args, storage: str, name: str) -> dict:
+    """The sweep both distune sides run: these configs as initial points, `slots` trials of
+    one CPU at a time, a checkpoint every epoch."""
+    return {
+        "data": {"path": args.data, "train_subset": args.subset},
+        "model": {"space": SPACE},
+        "train": {"epochs": args.epochs, "checkpoint_every": 1, "backend": args.backend},
+        "search": {"searcher": "random", "num_samples": len(configs), "initial_points": configs},
+        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": args.slots},
+        "run": {"storage": storage, "name": name, "seed": 0},
+    }
+
+
 def distune_run(configs: list[dict], args, storage: str) -> dict:
     """The same configs through Ray Tune with distune's trainable, timed from the driver."""
     import ray
@@ -127,14 +144,7 @@ def distune_run(configs: list[dict], args, storage: str) -> dict:
     from distune.sweep import load_data
     from distune.sweep import build_tuner, start_ray
 
-    exp = validate({
-        "data": {"path": args.data, "train_subset": args.subset},
-        "model": {"space": SPACE},
-        "train": {"epochs": args.epochs, "checkpoint_every": 1, "backend": args.backend},
-        "search": {"searcher": "random", "num_samples": len(configs), "initial_points": configs},
-        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": args.slots},
-        "run": {"storage": storage, "name": "engine", "seed": 0},
-    })
+    exp = validate(experiment(configs, args, storage, "engine"))
     events: list[tuple] = []  # (time, kind, trial_id, result or None)
 
     class Clock(tune.Callback):
@@ -159,6 +169,23 @@ def distune_run(configs: list[dict], args, storage: str) -> dict:
     ray.shutdown()
     errors = sum(1 for r in grid if r.error)
     return {"wall": wall, "ray_start": ray_start, "errors": errors, **analyse(events, t0, args.slots)}
+
+
+def command_run(configs: list[dict], args, storage: str) -> float:
+    """The same sweep as a user runs it: `distune run FILE` from its start to its exit (its
+    own Ray started, the winner picked, tested and exported, the report written)."""
+    import json
+    import subprocess
+
+    file = Path(storage) / "engine.yaml"  # JSON is YAML
+    file.write_text(json.dumps(experiment(configs, args, storage, "command")))
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "distune", "run", str(file)], capture_output=True,
+                          text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(proc.stdout[-2000:] + proc.stderr[-3000:])
+    return wall
 
 
 def analyse(events: list[tuple], t0: float, slots: int) -> dict:
@@ -199,11 +226,15 @@ def analyse(events: list[tuple], t0: float, slots: int) -> dict:
             "iter_s": iter_s, "epoch_s": epoch_s}
 
 
-def jax_cache_entries() -> int:
-    """Programs in distune's JAX compilation cache on this machine (trial.training)."""
+def jax_cache() -> Path:
+    """distune's JAX compilation cache on this machine (trial.training)."""
     from distune.trial.training import JAX_CACHE_DIR
 
-    directory = Path(tempfile.gettempdir()) / JAX_CACHE_DIR
+    return Path(tempfile.gettempdir()) / JAX_CACHE_DIR
+
+
+def jax_cache_entries() -> int:
+    directory = jax_cache()
     return len(list(directory.glob("*-cache"))) if directory.is_dir() else 0
 
 
@@ -239,9 +270,13 @@ def main() -> int:
     plain = plain_loops(configs, args)
     with tempfile.TemporaryDirectory() as storage:
         d = distune_run(configs, args, storage)
+        if cache == 0:  # the command starts as cold as the sweep did, not from its programs
+            shutil.rmtree(jax_cache(), ignore_errors=True)
+        command = command_run(configs, args, storage)
 
     total = d["ray_start"] + d["wall"]
     ratio = total / plain["wall"]
+    command_ratio = command / plain["wall"]
     efficiency = d["train"] / (d["wall"] * args.slots)
     warm = mean(d["warm"])
     print(f"{'engine':<14} {'trials':>6} {'wall_s':>7} {'train_s':>8} {'efficiency':>10} "
@@ -262,6 +297,10 @@ def main() -> int:
           f"data; distune: data, Ray start-up {d['ray_start']:.1f} s, then the sweep "
           f"{d['wall']:.1f} s); efficiency = training time / (wall x {args.slots}) (distune: "
           "the sweep's wall); startup_s = mean of warm trials, cold_s = first trial per slot")
+    print(f"whole command: `distune run` of the same sweep {command:.1f} s from its start to its "
+          f"exit (its Ray started, the winner tested, the report written): {command_ratio:.2f}x "
+          "the plain loops" + ("" if cache is None else "; its JAX compilation cache as the "
+                               "sweep's was at the start"))
     if d["warm"]:
         print(f"distune warm start-up: median {statistics.median(d['warm']):.2f} s, max "
               f"{max(d['warm']):.2f} s over {len(d['warm'])} trials (a recycled training "
@@ -271,10 +310,12 @@ def main() -> int:
           f"a bare .keras save {plain['save_s']:.3f} s")
     checks = [
         (f"wall-time ratio {ratio:.2f} <= {TARGETS['ratio']:.2f}", ratio <= TARGETS["ratio"]),
+        (f"whole-command ratio {command_ratio:.2f} <= {TARGETS['command']:.2f}",
+         command_ratio <= TARGETS["command"]),
         (f"parallel efficiency {efficiency:.2f} >= {TARGETS['efficiency']:.2f}",
          efficiency >= TARGETS["efficiency"]),
-        (f"warm start-up {warm:.2f} s < {TARGETS['startup_s']:.0f} s",
-         bool(d["warm"]) and warm < TARGETS["startup_s"]),
+        (f"warm start-up {warm:.2f} s <= {TARGETS['startup_s']:.1f} s",
+         bool(d["warm"]) and warm <= TARGETS["startup_s"]),
     ]
     for text, ok in checks:
         print(f"target {text}: {'met' if ok else 'NOT met'}")
