@@ -80,7 +80,6 @@ def small_splits(mnist_path):
 def ray_local():
     """One local Ray for every in-process sweep; the CLI tests start their own. Always a new
     one: never join a cluster some other test (or program) left running on this machine."""
-    from distune.sweep import job_runtime_env
     from distune.trial import configure_tensorflow
 
     local_ray_environment()  # loopback only, token required, as distune starts its own
@@ -88,7 +87,7 @@ def ray_local():
 
     configure_tensorflow()  # quiet TF in this process before any test imports it
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env=job_runtime_env())
+             runtime_env={"env_vars": dict(QUIET_ENV)})
     yield ray
     ray.shutdown()
 

@@ -268,12 +268,3 @@ def test_a_retry_is_announced_from_where_it_restarts(reported_sweep):
     fresh = copy.deepcopy(trial)
     fresh.run_metadata.checkpoint_manager._latest_checkpoint_result = None
     assert retry_point(fresh) == "from the start (no checkpoint yet)"
-
-
-def test_a_new_worker_of_the_job_has_imported_the_trial_code(ray_local):
-    """sweep.job_runtime_env (start_ray's, and this suite's Ray): Ray's setup hook imports a
-    trial's code as a worker starts, so the job's first trials find it imported."""
-    import sys
-
-    seen = ray_local.remote(num_cpus=0)(lambda: "distune.trial.trainable" in sys.modules)
-    assert ray_local.get(seen.remote())

@@ -13,7 +13,6 @@ _NAMES = {
     "check_checkpoints": "directory",
     "experiment_dir": "directory",
     "fit": "tune",
-    "job_runtime_env": "tune",
     "left_paused_by_hyperband": "tune",
     "load_data": "directory",
     "make_trainable": "tune",

@@ -24,15 +24,6 @@ from distune.trial.trainable import training_environment
 from distune.trial.training import warm_up_tensorflow
 from distune.trial.zygote import start_here
 
-
-def job_runtime_env() -> dict[str, Any]:
-    """The runtime_env of every Ray job distune drives: the quiet environment in each worker,
-    and a trial's code imported when Ray starts a worker, which it does for the job's first
-    trials ahead of time (trial.trainable.preload): a slot's first trial starts ~0.6 s sooner."""
-    return {"env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ},
-            "worker_process_setup_hook": "distune.trial.trainable.preload"}
-
-
 def start_ray(exp: Experiment, verbose: bool) -> bool:
     """Connect to `run.address` (else $RAY_ADDRESS, which Ray's Jobs API sets for a job's
     driver), or start a private local Ray without a dashboard, listening on loopback only and
@@ -52,10 +43,11 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
     # Ray's progress bars would replace builtins.print once worker output reaches the driver
     # (--verbose), and the Tuner, which pickles `print` in its callbacks, could not be saved.
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
+    env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
     early = early_zygote(exp) if address == "local" else None
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.CRITICAL,
-             runtime_env=job_runtime_env())
+             runtime_env={"env_vars": env} if env else None)
     if early:
         try:
             raylet = local_raylet()

@@ -17,12 +17,6 @@ from distune.trial.worker import TrainingProcess
 from distune.results.values import plain
 
 
-def preload() -> None:
-    """Ray's worker_process_setup_hook (sweep.tune.start_ray): Ray resolves it by importing this
-    module, so a worker it starts ahead of time has Tune and distune imported before a trial's
-    actor lands on it, not after."""
-
-
 def training_environment(exp: Experiment) -> tuple[int, dict[str, str]]:
     """A trial's training threads, and what its process needs set before Keras is imported."""
     threads = max(1, int(exp.resources.cpus_per_trial))

@@ -29,8 +29,8 @@ def sweeps(data: str, count: int) -> list[dict]:
     from ray import tune
 
     from distune.config import validate
-    from distune.ops import local_ray_environment, quiet_environment
-    from distune.sweep import build_tuner, job_runtime_env, load_data, prepare_directory, start_zygotes
+    from distune.ops import QUIET_ENV, local_ray_environment, quiet_environment
+    from distune.sweep import build_tuner, load_data, prepare_directory, start_zygotes
 
     quiet_environment(verbose=False)
     # A fresh Ray of 2 slots, as the figures assume; $RAY_ADDRESS joins a running one instead
@@ -40,7 +40,7 @@ def sweeps(data: str, count: int) -> list[dict]:
         local_ray_environment()  # loopback only, token required: as distune run starts it
     ray.init(address=address, **({"num_cpus": 2} if address == "local" else {}),
              include_dashboard=False, log_to_driver=False,
-             runtime_env=job_runtime_env())  # as distune's own start_ray
+             runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ}})
     firsts: dict[str, float] = {}
 
     class FirstEpoch(tune.Callback):
