@@ -10,6 +10,7 @@ _NAMES = {
     "UserCodeError": "usercode",
     "anchor_code": "usercode",
     "backend_environment": "environment",
+    "cause_of": "environment",
     "read_code": "usercode",
     "NotPrivate": "private",
     "QUIET_ENV": "environment",

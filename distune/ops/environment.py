@@ -54,8 +54,7 @@ class OneLine(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message, error = _first_line(record.getMessage()), record.exc_info and record.exc_info[1]
         if error:  # what went wrong, not only that it did (Tune's failed restore)
-            cause = _first_line(str(error))
-            message = f"{message} ({type(error).__name__}{': ' + cause if cause else ''})"
+            message = f"{message} ({cause_of(error)})"
         self.say(message, record.name)
 
     def say(self, message: str, origin: str) -> None:
@@ -68,6 +67,12 @@ class OneLine(logging.Handler):
 
 def _first_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0]
+
+
+def cause_of(error: BaseException) -> str:
+    """An exception in one line: its type and its message's first line."""
+    cause = _first_line(str(error))
+    return f"{type(error).__name__}{': ' + cause if cause else ''}"
 
 
 HEARD = OneLine()

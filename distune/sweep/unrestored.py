@@ -12,6 +12,7 @@ import logging
 from contextlib import contextmanager
 
 from distune.errors import DistuneError
+from distune.ops.environment import cause_of
 
 TUNE_LOGGER = "ray.tune.execution.tune_controller"
 _failures: list[str] = []
@@ -21,7 +22,7 @@ class _Heard(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage().startswith("Failed to restore the run state"):
             error = record.exc_info[1] if record.exc_info else None
-            _failures.append(f"{type(error).__name__}: {error}" if error else record.getMessage())
+            _failures.append(cause_of(error) if error else record.getMessage())
 
 
 @contextmanager
