@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -97,12 +98,32 @@ def test_run_then_show(mnist_path, tmp_path):
 def test_verbose_run_shows_ray_and_finishes(joined_ray, mnist_path, tmp_path):
     """--verbose: Ray's own log lines and worker output, and the sweep still saves its
     state (Ray's progress bars once replaced `print`, and the Tuner could not be pickled).
-    On the suite's Ray: test_run_then_show starts a private one."""
-    r = distune("run", "--verbose", "--data", str(mnist_path), "--storage", str(tmp_path),
-                "--name", "loud", "--samples", "1", "--set", "train.epochs=1",
-                "--set", "data.train_subset=300", "--set", "run.report=false", env=joined_ray)
+    On the suite's Ray: test_run_then_show starts a private one. A driver that joined a Ray
+    tests its winner in its node's zygote, as one that started it does: it never imports
+    Keras or TensorFlow (6 s of CPU beside the trials)."""
+    proc = subprocess.Popen([sys.executable, "-m", "distune", "run", "--verbose", "--data", str(mnist_path),
+                             "--storage", str(tmp_path), "--name", "loud", "--samples", "1",
+                             "--set", "train.epochs=1", "--set", "data.train_subset=300",
+                             "--set", "run.report=false"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env={**os.environ, **joined_ray})
+    loaded = tensorflow_loaded_while_running(proc)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, *proc.communicate(timeout=300))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "Total run time" in r.stderr and "test accuracy: 0." in r.stdout  # Ray's INFO log
+    assert not loaded, "the joined driver imported TensorFlow"
+
+
+def tensorflow_loaded_while_running(proc: subprocess.Popen) -> bool:
+    """Whether TensorFlow's library was ever mapped into `proc`, sampled until it exits (an
+    import's own lines are silenced: distune.ops.environment.quiet_tensorflow)."""
+    loaded = False
+    while proc.poll() is None:
+        try:
+            loaded = loaded or "_pywrap_tensorflow_internal" in Path(f"/proc/{proc.pid}/maps").read_text()
+        except OSError:  # it exited
+            pass
+        time.sleep(0.2)
+    return loaded
 
 
 def test_an_internal_error_is_reported_with_its_traceback(monkeypatch, capsys):

@@ -51,7 +51,7 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
     if early:
         try:
             raylet = local_raylet()
-        except (AttributeError, KeyError, IndexError):  # Ray's private layout moved on
+        except (AttributeError, KeyError, IndexError, LookupError):  # Ray's private layout moved on
             early.cancel()
         else:
             early.adopt(raylet)
@@ -87,16 +87,23 @@ def release_ray() -> None:
 
 
 def training_node(exp: Experiment) -> tuple[int, dict[str, str]] | None:
-    """(raylet, the trials' environment) of the node this driver started, whose zygote can
-    test the winner (distune.winner.pick.evaluate_checkpoint); None where there is none to
-    ask: no local node, fused trials (no zygote), training processes not forked."""
+    """(raylet, the trials' environment) of this driver's node, whose zygote can test the
+    winner (distune.winner.pick.evaluate_checkpoint), in a Ray it started or joined; None
+    where there is none to ask: a node that hosts no trial (a cluster's head without CPUs),
+    fused trials (no zygote), training processes not forked, a raylet not found."""
+    import ray
+
     from distune.trial import zygote
 
     if exp.resources.fuse > 1 or not zygote.enabled():
         return None
+    here = ray.get_runtime_context().get_node_id()
+    if not any(n["NodeID"] == here and n["Resources"].get("CPU", 0) >= exp.resources.cpus_per_trial
+               for n in ray.nodes()):  # start_zygotes started none here
+        return None
     try:
         raylet = local_raylet()
-    except (AttributeError, KeyError, IndexError):  # joined a Ray started elsewhere (or moved)
+    except (AttributeError, KeyError, IndexError, LookupError):  # Ray's private layout moved on
         return None
     return raylet, {**os.environ, **training_environment(exp)[1]}
 
@@ -112,10 +119,24 @@ def early_zygote(exp: Experiment):
 
 
 def local_raylet() -> int:
-    """The pid of the raylet this driver started (its trials' workers are its children)."""
+    """The pid of this node's raylet (its trials' workers are its children): the one this
+    driver started, else the one it joined, this user's, found by its socket on its command
+    line (Linux, as the zygote)."""
     from ray._private import ray_constants, worker
 
-    return worker._global_node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    node = worker._global_node
+    started = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET)
+    if started:
+        return started[0].process.pid
+    flag = f"--raylet_socket_name={node.raylet_socket_name}".encode()
+    for process in Path("/proc").iterdir():
+        try:
+            if (process.name.isdigit() and process.stat().st_uid == os.getuid()
+                    and flag in (process / "cmdline").read_bytes().split(b"\0")):
+                return int(process.name)
+        except OSError:  # gone since listed
+            continue
+    raise LookupError(f"no raylet of this user's listens on {node.raylet_socket_name}")
 
 
 def check_resources(exp: Experiment, say: Callable[[str], None] = print) -> None:
