@@ -52,7 +52,7 @@ def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     from distune.results import open_analysis
     from distune.sweep import start_zygotes
 
-    from distune.sweep.tune import training_environment
+    from distune.sweep.tune import nodes_to_start, training_environment
     from distune.trial.zygote import home_of
 
     exp = experiment(mnist_path, tmp_path, train={"epochs": 2, "backend": "jax"})
@@ -71,6 +71,10 @@ def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     sweep_start = time.time()
     summary = run(exp, "t", say=lambda _: None)
     assert homes() - before <= {Path(jax_home)}  # the trials asked that one, no other
+    # With it up, the next sweep's driver sends this node no task to start it (a worker's start)
+    assert ray_local.get_runtime_context().get_node_id() not in nodes_to_start(exp)
+    assert nodes_to_start(experiment(mnist_path, tmp_path, train={"backend": "jax"},
+                                     resources={"cpus_per_trial": 3})) == []  # no node hosts one
     # Their compiled steps went to (or came from) the node's persistent JAX cache, private to
     # this user: JAX stamps an entry's "-atime" file on every write and every hit.
     from distune.trial.training import JAX_CACHE_DIR

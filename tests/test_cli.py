@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -22,16 +23,22 @@ def distune(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
 
 def sockets_while_running(proc: subprocess.Popen, every_s: float = 0.3):
     """(process name, address) of every listening TCP socket of `proc` and its descendants,
-    sampled until it exits (what another machine could connect to), and how the GCS answered
-    a request without a token (the gRPC status of each GCS port, asked once)."""
+    sampled until it exits (what another machine could connect to), how the GCS answered a
+    request without a token (the gRPC status of each GCS port, asked once), and the pids of
+    its Ray workers."""
     import psutil
 
     seen: set[tuple[str, str]] = set()
     gcs: dict[int, str] = {}
+    workers: set[int] = set()
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
             family = {p.pid: p for p in [root, *root.children(recursive=True)]}
+            for pid, p in family.items():
+                with contextlib.suppress(psutil.Error):
+                    if p.name() != "raylet" and any("default_worker.py" in a for a in p.cmdline()):
+                        workers.add(pid)
             for c in psutil.net_connections(kind="tcp"):
                 if c.status == psutil.CONN_LISTEN and c.pid in family:
                     name = family[c.pid].name()
@@ -41,7 +48,7 @@ def sockets_while_running(proc: subprocess.Popen, every_s: float = 0.3):
         except psutil.Error:
             pass  # a process ended between listing and asking
         time.sleep(every_s)
-    return seen, gcs
+    return seen, gcs, workers
 
 
 def _ask_without_token(port: int) -> str:
@@ -62,12 +69,12 @@ def test_run_then_show(mnist_path, tmp_path):
     """`distune run` of the default preset, as scripts/bench/default_preset.py --quick runs it
     (so this also keeps that script working), then `distune show` of its results. While it
     runs, no process of its Ray listens beyond loopback, and its GCS refuses a request without
-    the token (ShadowRay, CVE-2023-48022)."""
+    the token (ShadowRay, CVE-2023-48022), and it starts no Ray worker that no trial uses."""
     storage = str(tmp_path / "store")
     proc = subprocess.Popen([sys.executable, "scripts/bench/default_preset.py", "--quick", "--data",
                              str(mnist_path), "--storage", storage], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
-    listening, gcs = sockets_while_running(proc)  # the local Ray's servers, from the OS
+    listening, gcs, workers = sockets_while_running(proc)  # the local Ray's servers, from the OS
     r = subprocess.CompletedProcess(proc.args, proc.returncode, *proc.communicate(timeout=300))
     assert r.returncode == 0, r.stdout + r.stderr
     servers = {name for name, _ in listening}
@@ -78,6 +85,7 @@ def test_run_then_show(mnist_path, tmp_path):
     assert "UNAUTHENTICATED" in gcs.values() and "OK" not in gcs.values(), gcs  # token required
     assert "test accuracy: 0." in r.stdout and "Traceback" not in r.stdout + r.stderr
     assert "epoch   1/1" in r.stdout
+    assert len(workers) == 2, workers  # one per trial slot: none started ahead of need
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("default_preset_test_accuracy: 0.")
     best = json.loads((tmp_path / "store" / "bench" / "best.json").read_text())

@@ -99,11 +99,15 @@ def surface_warnings() -> None:
 # switch Ray itself uses on macOS and Windows). Token authentication is Ray's own default for a
 # local ray.init() since 2.60 (with RAY_AUTH_MODE unset): setting RAY_AUTH_MODE here instead
 # would reach the servers but not a driver that imported Ray before, which then cannot connect.
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# The raylet also starts a worker per CPU for the first driver's job, ahead of need; trials'
+# actors carry their own runtime environment (the backend's settings), so none ever ran on
+# those: two worker starts on 2 cores (1.5 s of CPU each, beside Ray's start) for nothing.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_prestart_worker_first_driver": "0"}
 
 
 def local_ray_environment() -> None:
-    """Before a private local Ray starts in this process: every server on loopback only."""
+    """Before a private local Ray starts in this process: every server on loopback only, no
+    workers started ahead of need."""
     os.environ.update(LOCAL_RAY_ENV)
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # Ray read the switch when it was imported: set what it read

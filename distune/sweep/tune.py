@@ -378,18 +378,32 @@ def fit(exp: Experiment, verbose: bool, make_tuner: Callable[[], Any],
 def start_zygotes(exp: Experiment) -> None:
     """Every node that can host a trial starts its zygote now, while Tune starts up, instead of
     when its first trial asks (a 6 s TensorFlow import on the critical path of a fresh Ray's
-    first trial). A zero-CPU task per node, not waited for; where one runs, a no-op."""
+    first trial). A zero-CPU task per node (`nodes_to_start`), not waited for; where one runs,
+    a no-op."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if exp.resources.fuse > 1:  # fused trials train in their fusers, which never fork
-        return
     _, env = training_environment(exp)
     task = ray.remote(num_cpus=0, max_retries=0)(start_here)
-    for node in ray.nodes():
-        if node.get("Alive") and node["Resources"].get("CPU", 0) >= exp.resources.cpus_per_trial:
-            task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-                         name="distune-start-zygote").remote(env)
+    for node in nodes_to_start(exp):
+        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                     name="distune-start-zygote").remote(env)
+
+
+def nodes_to_start(exp: Experiment) -> list[str]:
+    """The nodes that can host a trial, less this driver's own where its zygote listens already
+    (an earlier sweep's, or the driver's `early_zygote`); none for fused trials, which train in
+    their fusers and never fork."""
+    import ray
+
+    from distune.trial import zygote
+
+    if exp.resources.fuse > 1:
+        return []
+    node = training_node(exp)
+    here = ray.get_runtime_context().get_node_id() if node and zygote.listening(*node) else None
+    return [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here
+            and n["Resources"].get("CPU", 0) >= exp.resources.cpus_per_trial]
 
 
 def _skip_callback_telemetry() -> None:

@@ -117,6 +117,16 @@ def start_here(env: dict[str, str]) -> bool:
         os.environ.update(saved)
 
 
+def listening(raylet: int, environ: dict[str, str]) -> bool:
+    """Whether `raylet`'s zygote for processes with `environ` is up, so that a driver on its
+    node need not send a task to start it (a Ray worker's start: 1.5 s of CPU)."""
+    try:
+        _dial(str(home_of(raylet, environ) / SOCKET)).close()  # an empty request: ignored
+    except (Unavailable, OSError):
+        return False
+    return True
+
+
 class Early:
     """A zygote a driver starts before its local Ray, so that TensorFlow's import (~7 s of CPU)
     runs while Ray starts (~6 s, a third of it idle on 2 cores) instead of after it, on the
