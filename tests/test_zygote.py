@@ -118,6 +118,7 @@ def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(
         raylet.stdin.close()
         raylet.wait(timeout=30)
     assert _gone(zygote_pid, 5), "the zygote outlived its raylet"
+    assert not home.exists(), "the zygote left its directory behind"
 
 
 def test_a_directory_others_can_enter_is_not_trusted(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -275,8 +276,7 @@ def _serve(server: socket.socket, home: Path, raylet: int) -> None:
                     _fork_one(server, conn)
                 except (OSError, ValueError, KeyError):
                     pass  # a broken request: its caller sees the closed connection and spawns
-    with contextlib.suppress(OSError):
-        os.unlink(home / SOCKET)
+    shutil.rmtree(home, ignore_errors=True)  # its raylet's: no one else's to ask for again
 
 
 def _fork_one(server: socket.socket, conn: socket.socket) -> None:
