@@ -205,14 +205,17 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
     # beside it (and another test's cluster) once made it miss (seen in a full run). Alone it is
     # quick: Tune saves its state every second, not every 10 s or more, so that its three
     # trials are on storage when it is killed (once they were not, in CI).
-    runs = {"asha": (start_run(mnist_path, tmp_path / "asha", "kill", 1, 3, "--searcher", "grid",
+    # Each sweep its own name: Ray stages a driver's results in its node's session directory
+    # under the experiment's name and the second it started, so two drivers of one name that
+    # start in the same second write each other's trials (seen: HyperBand's in optuna's)
+    runs = {"asha": (start_run(mnist_path, tmp_path / "asha", "asha", 1, 3, "--searcher", "grid",
                                "--scheduler", "asha", "--set", f"model.space={ASHA_SPACE}",
                                "--set", "schedule.options={grace_period: 1, reduction_factor: 2}",
                                "--set", "resources.max_concurrent_trials=1",
                                env={"TUNE_GLOBAL_CHECKPOINT_S": "1"}), tmp_path / "asha")}
     wait_for_lines(runs["asha"][0], lambda ls: any(" epoch " in line for line in ls))
     phase = {"hyperopt": "n_initial_points", "optuna": "n_startup_trials"}
-    runs.update({s: (start_run(mnist_path, tmp_path / s, "kill", 4, 2, "--searcher", s,
+    runs.update({s: (start_run(mnist_path, tmp_path / s, s, 4, 2, "--searcher", s,
                                "--set", f"search.options.{option}=2",
                                "--set", "resources.max_concurrent_trials=1", env=joined_ray),
                      tmp_path / s) for s, option in phase.items()})
@@ -220,7 +223,7 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
     # saves no scheduler: without distune's placement and replay, finished trials sit in new
     # brackets without results, rungs never close, and trials end paused or ungraded. (No
     # concurrency limit: HyperBand's paused trials would hold the grid generator's slots.)
-    runs["hyperband"] = (start_run(mnist_path, tmp_path / "hyperband", "kill", 1, 3, "--searcher", "grid",
+    runs["hyperband"] = (start_run(mnist_path, tmp_path / "hyperband", "hyperband", 1, 3, "--searcher", "grid",
                                    "--scheduler", "hyperband", "--set", f"model.space={HB_SPACE}",
                                    "--set", "schedule.options={reduction_factor: 2}",
                                    "--set", "resources.max_concurrent_trials=null", env=joined_ray),
@@ -243,10 +246,10 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
         thread.join(timeout=300)
         assert proc.wait(timeout=60) == -signal.SIGKILL, f"the {name} driver was not killed: {missed.get(name)}"
     for searcher, (_, storage) in runs.items():
-        directory = storage / "kill"
+        directory = storage / searcher
         before = trial_results(directory)  # as the fault left them
         summary = resume_within(240, directory)
-        t = table(storage, "kill")
+        t = table(storage, searcher)
         assert json.loads((directory / "best.json").read_text())["trial"] in set(t.trial)
         if searcher in ("asha", "hyperband"):
             continue
@@ -269,14 +272,14 @@ def test_sigkilled_driver_resumes_with_the_same_number_of_trials(joined_ray, mni
         ran = [after[tid][0]["config"] for tid in created_order(directory)]
         replayed = replayed_suggestions(directory, after)
         assert [{k: c[k] for k in r} for c, r in zip(ran, replayed)] == replayed, searcher
-    t = table(tmp_path / "asha", "kill").set_index("trial").loc[created_order(tmp_path / "asha" / "kill")]
-    curves = [[r["val_accuracy"] for r in trial_results(tmp_path / "asha" / "kill")[tid]] for tid in t.index]
+    t = table(tmp_path / "asha", "asha").set_index("trial").loc[created_order(tmp_path / "asha" / "asha")]
+    curves = [[r["val_accuracy"] for r in trial_results(tmp_path / "asha" / "asha")[tid]] for tid in t.index]
     expected = asha_epochs(curves, rungs=(1, 2), reduction_factor=2, max_epochs=3)
     assert expected[-1] == 1, expected  # the hopeless one: stopped at its first rung
     assert list(t.epochs) == expected, ("ASHA decided otherwise after the resume", t, curves)
     assert list(t.status) == ["completed" if n == 3 else "stopped" for n in expected], t
-    t = table(tmp_path / "hyperband", "kill").sort_values("trial")
-    order = sorted(t.trial, key=lambda tid: created_order(tmp_path / "hyperband" / "kill").index(tid))
+    t = table(tmp_path / "hyperband", "hyperband").sort_values("trial")
+    order = sorted(t.trial, key=lambda tid: created_order(tmp_path / "hyperband" / "hyperband").index(tid))
     t = t.set_index("trial").loc[order]
     assert list(t.epochs) == [3, 3, 3, 2, 2, 1], ("HyperBand decided otherwise after the resume", t)
     assert list(t.status) == ["completed"] * 3 + ["stopped"] * 3, t

@@ -27,7 +27,7 @@ LUCKY = {
     "data": {"train_subset": 400, "validation_split": 0.25},
     "model": {"space": {"hidden_layers": 1, "units": {"grid": [24, 32]}, "batch_size": 32,
                         "learning_rate": 0.01}},
-    "train": {"epochs": 1},
+    "train": {"epochs": 1, "backend": "tensorflow"},  # the luck was found on TensorFlow's numbers
     "search": {"searcher": "grid", "num_samples": 1},
     "select": {"top_k": 2, "seeds": 3},
     "run": {"seed": 4},
