@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
     ("scripts/bench/trial_startup.py", "trial_first_epoch_forked_s: ", True),
     ("scripts/bench/backends.py", "jax_speedup_mlp_128: ", False),
     ("scripts/bench/command_cost.py", "command_fixed_cost_s: ", True),
+    ("scripts/bench/preset_variants.py", "best_variant_median_test_accuracy: ", True),
 ])
 def test_quick_mode(script, headline, joins, mnist_path, request):
     env = request.getfixturevalue("joined_ray") if joins else {}

@@ -15,6 +15,7 @@ distune's own output is passed through; --storage keeps the experiment (default:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -25,7 +26,28 @@ from pathlib import Path
 
 from command_cost import split  # noqa: E402  (this folder is on sys.path when run)
 
+QUICK = ["--samples", "2", "--set", "train.epochs=1", "--set", "data.train_subset=2000"]
 TARGETS = {"mnist-mlp": (0.982, 180.0), "mnist-mlp-large": (0.986, 900.0)}  # test accuracy, sweep s
+
+
+def run_preset(preset: str, data: str | None, extra: list[str], storage: str) -> dict | None:
+    """One `distune run` as a user types it; its times and winner, or None when it failed
+    (its stderr's tail printed)."""
+    cmd = [sys.executable, "-m", "distune", "run", preset, "--storage", storage, "--name", "bench", *extra]
+    if data:
+        cmd += ["--data", data]
+    start = time.time()
+    proc = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
+    directory = Path(storage) / "bench"
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:])
+        return None
+    times = split(directory, start, time.time())
+    best = json.loads((directory / "best.json").read_text())
+    with open(directory / "results.csv") as f:
+        epochs = [int(row["epochs"] or 0) for row in csv.DictReader(f)]
+    return {**times, "trials": len(epochs), "epochs": sum(epochs),
+            "val": best["val_accuracy"], "test": best["test_accuracy"]}
 
 
 def main() -> int:
@@ -35,29 +57,20 @@ def main() -> int:
     ap.add_argument("--storage", help="keep the experiment here, as 'bench' (default: a temp dir)")
     ap.add_argument("--preset", default="mnist-mlp", choices=sorted(TARGETS))
     args, extra = ap.parse_known_args()
-    quick = ["--samples", "2", "--set", "train.epochs=1", "--set", "data.train_subset=2000"] if args.quick else []
+    extra = (QUICK if args.quick else []) + extra
     with tempfile.TemporaryDirectory() as temp:
-        storage = args.storage or temp
-        cmd = [sys.executable, "-m", "distune", "run", args.preset, "--storage", storage, "--name", "bench", *quick, *extra]
-        if args.data:
-            cmd += ["--data", args.data]
-        start = time.time()
-        proc = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
-        times = split(Path(storage) / "bench", start, time.time())
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:])
-            return proc.returncode
-        best = json.loads((Path(storage) / "bench" / "best.json").read_text())
-        trials = sum(1 for _ in open(Path(storage) / "bench" / "results.csv")) - 1
+        run = run_preset(args.preset, args.data, extra, args.storage or temp)
+    if run is None:
+        return 1
     print(f"{'preset':<16} {'trials':>6} {'wall_s':>8} {'sweep_s':>8} {'val_acc':>8} {'test_acc':>9}")
-    print(f"{args.preset:<16} {trials:>6} {times['wall']:>8.1f} {times['sweep']:>8.1f} "
-          f"{best['val_accuracy']:>8.4f} {best['test_accuracy']:>9.4f}")
+    print(f"{args.preset:<16} {run['trials']:>6} {run['wall']:>8.1f} {run['sweep']:>8.1f} "
+          f"{run['val']:>8.4f} {run['test']:>9.4f}")
     print(f"cpus: {os.cpu_count()}  quick: {args.quick}  options: {' '.join(extra) or 'none'}")
     accuracy, sweep_s = TARGETS[args.preset]
-    met = best["test_accuracy"] >= accuracy and times["sweep"] <= sweep_s
+    met = run["test"] >= accuracy and run["sweep"] <= sweep_s
     print(f"target >= {accuracy} test in <= {sweep_s:g} s of sweep: {'met' if met else 'NOT met'}"
           + (" (a --quick run is not the measurement)" if args.quick else ""))
-    print(f"default_preset_test_accuracy: {best['test_accuracy']:.4f}")
+    print(f"default_preset_test_accuracy: {run['test']:.4f}")
     return 0
 
 

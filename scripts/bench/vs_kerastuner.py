@@ -16,7 +16,8 @@ KerasTuner as its guides use it: its own `build_model(hp)` in plain Keras, Keras
 batch size (32), RandomSearch with its default max_trials (10) and Hyperband with its defaults
 (factor 3, one iteration), `--epochs` as the epochs per trial / Hyperband's max_epochs; one
 process, TensorFlow on every core, run to its own end. distune: hyperopt + ASHA (random + FIFO
-too with `--distune hyperopt+asha,random+fifo`) on the same space (batch 128, its own default), one CPU per trial and as many trials at
+too with `--distune hyperopt+asha,random+fifo`) on the same space (batch 128, its own default),
+with the default preset's Keras backend and ASHA settings, one CPU per trial and as many trials at
 once as cores, stopped once it reaches the best KerasTuner score of that seed, or at the
 longest KerasTuner wall time of that seed (an equal budget); Ray's start-up is outside.
 
@@ -123,8 +124,9 @@ def run_kerastuner(kind: str, splits, args, seed: int) -> dict:
 
 
 def run_distune(searcher: str, scheduler: str, args, seed: int, splits, storage: str,
-                target: float, budget_s: float) -> dict:
-    """One distune sweep, stopped at `target` (validation accuracy) or after `budget_s`."""
+                target: float, budget_s: float, preset) -> dict:
+    """One distune sweep, stopped at `target` (validation accuracy) or after `budget_s`, with
+    `preset`'s (the default preset's) Keras backend and its scheduler's settings."""
     from ray import tune
 
     from distune import finish
@@ -137,10 +139,10 @@ def run_distune(searcher: str, scheduler: str, args, seed: int, splits, storage:
     exp = validate({
         "data": {"path": args.data, "train_subset": args.subset, "validation_split": 0.1},
         "model": {"space": SPACE},
-        "train": {"epochs": args.epochs},
+        "train": {"epochs": args.epochs, "backend": preset.train.backend},
         "search": {"searcher": searcher, "num_samples": 100_000},
         "schedule": {"scheduler": scheduler,
-                     **({"options": {"grace_period": 1, "reduction_factor": 3}} if scheduler == "asha" else {})},
+                     **({"options": preset.schedule.options} if scheduler == preset.schedule.scheduler else {})},
         "resources": {"cpus_per_trial": 1},
         "run": {"storage": storage, "name": name, "seed": seed, "time_budget_s": budget_s,
                 "stop": {"val_accuracy": target}, "report": False},
@@ -204,7 +206,7 @@ def main() -> int:
     if importlib.util.find_spec("keras_tuner") is None:
         print("keras-tuner is not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
-    from distune.config import validate
+    from distune.config import load_experiment, validate
     from distune.ops import quiet_environment
     from distune.sweep import load_data, start_ray
     from distune.trial import configure_tensorflow
@@ -214,6 +216,7 @@ def main() -> int:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     configure_tensorflow(os.cpu_count() or 1)  # KerasTuner trains here, on every core
     methods = [DISTUNE_METHODS[m] for m in args.distune.split(",") if m]
+    preset, preset_name = load_experiment()  # distune's settings as a user gets them
     ratios: dict[tuple[str, str], list[float]] = {}
     ray_start = None
     print(f"{'seed':>4} {'method':<26} {'trials':>6} {'epochs':>6} {'wall_s':>7} {'best_val':>8} "
@@ -229,7 +232,7 @@ def main() -> int:
             ray_start = time.perf_counter() - t
         with tempfile.TemporaryDirectory() as storage:
             d_rows = [run_distune(s, sch, args, seed, splits, storage, max(targets.values()),
-                                  max(r["wall"] for r in kt_rows)) for s, sch in methods]
+                                  max(r["wall"] for r in kt_rows), preset) for s, sch in methods]
         for r in kt_rows + d_rows:
             reach = [time_to_reach(r["curve"], targets[k["method"]]) for k in kt_rows]
             print(f"{seed:>4} {r['method']:<26} {r['trials']:>6} {r['epochs']:>6} {r['wall']:>7.1f} "
@@ -246,6 +249,8 @@ def main() -> int:
     print(f"{len(splits.x_train)} train / {len(splits.x_val)} validation images; up to {args.epochs} "
           f"epochs per trial; {os.cpu_count()} cores; Ray start-up {ray_start:.1f} s (outside); "
           f"seeds {args.seeds}")
+    print(f"distune: Keras backend {preset.train.backend}, {preset.schedule.scheduler} options "
+          f"{preset.schedule.options} (preset {preset_name})")
     print("t_to_kt_M = seconds to first reach KerasTuner M's final best validation accuracy of "
           "that seed (KerasTuner M's own row: its own time to it); distune stops at the higher "
           "target or at the longest KerasTuner wall time")
