@@ -59,12 +59,14 @@ def main() -> int:
             if run is None:
                 return 1
             rows[name].append({**run, "seed": seed})
-            print(f"# {name} seed {seed}: sweep {run['sweep']:.1f} s, {run['trials']} trials, "
+            print(f"# {name} seed {seed}: sweep {run['sweep']:.1f} s (command {run['wall']:.1f} s), "
+                  f"{run['trials']} trials, "
                   f"{run['epochs']} epochs, val {run['val']:.4f}, test {run['test']:.4f}", flush=True)
-    print(f"\n{'variant':<10} {'seed':>4} {'trials':>6} {'epochs':>6} {'sweep_s':>8} {'val_acc':>8} {'test_acc':>9}")
+    print(f"\n{'variant':<10} {'seed':>4} {'trials':>6} {'epochs':>6} {'sweep_s':>8} {'wall_s':>7} "
+          f"{'val_acc':>8} {'test_acc':>9}")
     for name in names:
         for r in rows[name]:
-            print(f"{name:<10} {r['seed']:>4} {r['trials']:>6} {r['epochs']:>6} {r['sweep']:>8.1f} "
+            print(f"{name:<10} {r['seed']:>4} {r['trials']:>6} {r['epochs']:>6} {r['sweep']:>8.1f} {r['wall']:>7.1f} "
                   f"{r['val']:>8.4f} {r['test']:>9.4f}")
     print(f"\nmedian [range] over seeds {','.join(map(str, seeds))} (cpus: {os.cpu_count()}, quick: {args.quick}):")
     for name in names:
