@@ -1,9 +1,9 @@
 """The benchmark scripts keep working: each runs in its --quick mode and prints its headline
 (default_preset.py runs in test_cli.test_run_then_show; preset_variants.py, its loop over
 variants and seeds, is not run here: its run_preset is default_preset's, and one more `distune
-run` cost the suite 33 s). Those that start Ray join the suite's
-instead (joined_ray, as they would a cluster's): the smoke test checks that a script runs and
-prints its headline, not its figures."""
+run` cost the suite 33 s). Those that start Ray join the suite's instead (joined_ray, as they
+would a cluster's): the smoke test checks that a script runs and prints its headline, not its
+figures."""
 
 from __future__ import annotations
 

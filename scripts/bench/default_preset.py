@@ -30,9 +30,9 @@ QUICK = ["--samples", "2", "--set", "train.epochs=1", "--set", "data.train_subse
 TARGETS = {"mnist-mlp": (0.982, 180.0), "mnist-mlp-large": (0.986, 900.0)}  # test accuracy, sweep s
 
 
-def run_preset(preset: str, data: str | None, extra: list[str], storage: str) -> dict | None:
-    """One `distune run` as a user types it; its times and winner, or None when it failed
-    (its stderr's tail printed)."""
+def run_preset(preset: str, data: str | None, extra: list[str], storage: str) -> dict:
+    """One `distune run` as a user types it; its times and winner. A failed run ends the
+    script with the run's exit status (its stderr's tail printed)."""
     cmd = [sys.executable, "-m", "distune", "run", preset, "--storage", storage, "--name", "bench", *extra]
     if data:
         cmd += ["--data", data]
@@ -41,7 +41,7 @@ def run_preset(preset: str, data: str | None, extra: list[str], storage: str) ->
     directory = Path(storage) / "bench"
     if proc.returncode != 0:
         print(proc.stderr[-3000:])
-        return None
+        raise SystemExit(proc.returncode)
     times = split(directory, start, time.time())
     best = json.loads((directory / "best.json").read_text())
     with open(directory / "results.csv") as f:
@@ -60,8 +60,6 @@ def main() -> int:
     extra = (QUICK if args.quick else []) + extra
     with tempfile.TemporaryDirectory() as temp:
         run = run_preset(args.preset, args.data, extra, args.storage or temp)
-    if run is None:
-        return 1
     print(f"{'preset':<16} {'trials':>6} {'wall_s':>8} {'sweep_s':>8} {'val_acc':>8} {'test_acc':>9}")
     print(f"{args.preset:<16} {run['trials']:>6} {run['wall']:>8.1f} {run['sweep']:>8.1f} "
           f"{run['val']:>8.4f} {run['test']:>9.4f}")
