@@ -47,6 +47,12 @@ def main(mnist: str, work: str) -> dict:
     resumed = b.run_epoch()
     out["epoch_diffs"] = {k: abs(resumed[k] - uninterrupted[k]) for k in ("loss", "val_loss", "val_accuracy")}
 
+    # A blown-up trial is diverged here too: Keras on JAX clips probabilities, so its losses
+    # stay finite (~15, where TensorFlow's go NaN) and only the validation loss's bound says so.
+    blown = Hyperparams(activation="linear", optimizer="sgd", learning_rate=10.0, momentum=0.99, batch_size=32)
+    m = Training(blown, data, TrainConfig(epochs=5), seed=0).run_epoch()
+    out["blown_up"] = {k: m[k] for k in ("diverged", "done", "epoch", "loss", "val_loss")}
+
     # A model saved here, for the test to load under TensorFlow.
     a.model.save(work_dir / "jax.keras")
     np.save(work_dir / "jax_predictions.npy", a.model.predict(reshape_for(a.model, x), verbose=0))

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 def test_models_cross_backends_and_jax_resumes_exactly(mnist_path, tmp_path):
     """A .keras written under TensorFlow predicts the same under JAX and back (the winner is
     tested and the report drawn in the driver, on TensorFlow); on JAX a checkpoint restores
-    every weight and optimizer variable exactly and the next epoch equals the uninterrupted."""
+    every weight and optimizer variable exactly and the next epoch equals the uninterrupted; a
+    blown-up trial is marked diverged on JAX too."""
     import keras
 
     from distune.config import TrainConfig
@@ -38,6 +39,8 @@ def test_models_cross_backends_and_jax_resumes_exactly(mnist_path, tmp_path):
     assert out["tf_model_max_diff"] < 1e-5
     assert out["weights_equal"] and out["optimizer_equal"]
     assert all(d < 1e-5 for d in out["epoch_diffs"].values()), out["epoch_diffs"]
+    blown = out["blown_up"]  # finite losses, yet diverged after its first epoch
+    assert blown["diverged"] and blown["done"] and blown["epoch"] == 1, blown
     jax_model = keras.saving.load_model(tmp_path / "jax.keras")
     ours = jax_model.predict(reshape_for(jax_model, x), verbose=0)
     assert np.abs(ours - np.load(tmp_path / "jax_predictions.npy")).max() < 1e-5

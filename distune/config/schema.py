@@ -119,7 +119,8 @@ class EarlyStopping(Section):
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, le=10000, description="epochs per trial (unless the space sets epochs)")
     early_stopping: EarlyStopping | None = Field(None, description="stop a trial that stops improving; keeps best weights")
-    max_loss: float = Field(1e3, gt=0, description="a trial whose loss exceeds this (or is NaN) has diverged")
+    max_loss: float = Field(10.0, gt=0, description="a trial whose validation loss exceeds this at an "
+                            "epoch's end (or whose loss is NaN/inf) has diverged; a uniform guess scores 2.3")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     backend: Literal["tensorflow", "jax"] = Field("tensorflow", description="Keras's backend in "
                                                   "the trials (scripts/bench/backends.py measures both)")

@@ -265,11 +265,14 @@ class Training:
             g.state.assign(np.array([s, 0], dtype=g.state.dtype))
 
     def judge(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Diverged, early-stopped or done, from the epoch's (possibly fold-averaged) metrics."""
+        """Diverged, early-stopped or done, from the epoch's (possibly fold-averaged) metrics.
+        Diverged on the validation loss at the epoch's end, not the epoch's mean training loss:
+        on JAX, Keras clips probabilities, so a blown-up model's losses stay finite (~15) and
+        its gradients vanish, where TensorFlow's go NaN; a spike it recovered from is not one."""
         loss, val_loss = metrics["loss"], metrics["val_loss"]
         metrics["early_stopped"] = False
-        if (metrics["diverged"] or not math.isfinite(loss) or loss > self.train.max_loss
-                or not math.isfinite(val_loss)):
+        if (metrics["diverged"] or not math.isfinite(loss) or not math.isfinite(val_loss)
+                or val_loss > self.train.max_loss):
             metrics["diverged"] = True
         elif self._early_stop(val_loss):
             metrics["early_stopped"] = True
