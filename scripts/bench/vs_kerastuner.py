@@ -16,10 +16,11 @@ KerasTuner as its guides use it: its own `build_model(hp)` in plain Keras, Keras
 batch size (32), RandomSearch with its default max_trials (10) and Hyperband with its defaults
 (factor 3, one iteration), `--epochs` as the epochs per trial / Hyperband's max_epochs; one
 process, TensorFlow on every core, run to its own end. distune: hyperopt + ASHA (random + FIFO
-too with `--distune hyperopt+asha,random+fifo`) on the same space (batch 128, its own default),
-with the default preset's Keras backend and ASHA settings, one CPU per trial and as many trials at
-once as cores, stopped once it reaches the best KerasTuner score of that seed, or at the
-longest KerasTuner wall time of that seed (an equal budget); Ray's start-up is outside.
+too with `--distune hyperopt+asha,random+fifo`) on the same space (batch 128, its own default;
+`--batch 32`: KerasTuner's), with the default preset's Keras backend and ASHA settings, one CPU
+per trial and as many trials at once as cores, stopped once it reaches the best KerasTuner
+score of that seed, or at the longest KerasTuner wall time of that seed (an equal budget); Ray's
+start-up is outside.
 
 A method's time to a target is the first moment its best validation accuracy reaches it. Each
 KerasTuner method's target is its own final best, and the ratio is distune's time to it over
@@ -138,7 +139,7 @@ def run_distune(searcher: str, scheduler: str, args, seed: int, splits, storage:
     name = f"{searcher}-{scheduler}-{seed}"
     exp = validate({
         "data": {"path": args.data, "train_subset": args.subset, "validation_split": 0.1},
-        "model": {"space": SPACE},
+        "model": {"space": {**SPACE, "batch_size": args.batch}},
         "train": {"epochs": args.epochs, "backend": preset.train.backend},
         "search": {"searcher": searcher, "num_samples": 100_000},
         "schedule": {"scheduler": scheduler,
@@ -191,6 +192,8 @@ def main() -> int:
     ap.add_argument("--subset", type=int, help="training images (default: all 60,000; quick 1,000)")
     ap.add_argument("--kt-trials", type=int, help="RandomSearch max_trials (default 10, its own; quick 2)")
     ap.add_argument("--kt", default=",".join(KT_METHODS), help="KerasTuner methods to run")
+    ap.add_argument("--batch", type=int, default=SPACE["batch_size"],
+                    help="distune's batch size (default 128, its own; 32 is KerasTuner's, Keras's default)")
     ap.add_argument("--distune", default="hyperopt+asha",
                     help=f"distune methods to run, of {', '.join(DISTUNE_METHODS)}")
     args = ap.parse_args()
@@ -249,7 +252,7 @@ def main() -> int:
     print(f"{len(splits.x_train)} train / {len(splits.x_val)} validation images; up to {args.epochs} "
           f"epochs per trial; {os.cpu_count()} cores; Ray start-up {ray_start:.1f} s (outside); "
           f"seeds {args.seeds}")
-    print(f"distune: Keras backend {preset.train.backend}, {preset.schedule.scheduler} options "
+    print(f"distune: batch {args.batch}, Keras backend {preset.train.backend}, {preset.schedule.scheduler} options "
           f"{preset.schedule.options} (preset {preset_name})")
     print("t_to_kt_M = seconds to first reach KerasTuner M's final best validation accuracy of "
           "that seed (KerasTuner M's own row: its own time to it); distune stops at the higher "
