@@ -193,7 +193,7 @@ def main() -> int:
     ap.add_argument("--kt-trials", type=int, help="RandomSearch max_trials (default 10, its own; quick 2)")
     ap.add_argument("--kt", default=",".join(KT_METHODS), help="KerasTuner methods to run")
     ap.add_argument("--batch", type=int, default=SPACE["batch_size"],
-                    help="distune's batch size (default 128, its own; 32 is KerasTuner's, Keras's default)")
+                    help=f"distune's batch size (default {SPACE['batch_size']}, its own; 32 is KerasTuner's)")
     ap.add_argument("--distune", default="hyperopt+asha",
                     help=f"distune methods to run, of {', '.join(DISTUNE_METHODS)}")
     args = ap.parse_args()
