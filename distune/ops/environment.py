@@ -99,9 +99,10 @@ def surface_warnings() -> None:
 # switch Ray itself uses on macOS and Windows). Token authentication is Ray's own default for a
 # local ray.init() since 2.60 (with RAY_AUTH_MODE unset): setting RAY_AUTH_MODE here instead
 # would reach the servers but not a driver that imported Ray before, which then cannot connect.
-# The raylet also starts a worker per CPU for the first driver's job, ahead of need; trials'
-# actors carry their own runtime environment (the backend's settings), so none ever ran on
-# those: two worker starts on 2 cores (1.5 s of CPU each, beside Ray's start) for nothing.
+# The raylet would also start a worker per CPU for the first driver's job, ahead of need: trials'
+# actors do take them, but they start beside the driver's own start-up and the zygote's import
+# on the same cores; a 2-trial `distune run` took 13.8 s with them against 12.4 s without
+# (scripts/bench/command_cost.py, 4 runs each, 2026-12-07).
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_prestart_worker_first_driver": "0"}
 
 

@@ -40,7 +40,8 @@ def sweeps(data: str, count: int) -> list[dict]:
         local_ray_environment()  # loopback only, token required: as distune run starts it
     ray.init(address=address, **({"num_cpus": 2} if address == "local" else {}),
              include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ}})
+             runtime_env=None if address == "local" else  # as distune.sweep.tune.start_ray
+             {"env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ}})
     firsts: dict[str, float] = {}
 
     class FirstEpoch(tune.Callback):
