@@ -73,17 +73,19 @@ def test_any_file_text_raises_nothing_but_our_error(text):
 
 
 # Files no user means to write, each refused quickly with one short paragraph naming the file
-# (or field) and the fix. Bounds: the message, and for the costly ones the time.
+# (or field) and the fix. Bounds: the message, and for the costly ones the time: this thread's
+# CPU time, which a blow-up in the parser shows and the other xdist worker's load does not (on
+# the wall clock, a 0.2 s refusal once took 10.5 s in a full run from a clean clone).
 SHORT = 1000  # characters of a message
 
 
 def refused(path, *names, within_s: float = 3.0, **load) -> str:
     """load_experiment(path) raises DistuneError naming `names`, briefly and fast."""
-    started = time.perf_counter()
+    started = time.thread_time()
     with pytest.raises(DistuneError) as e:
         load_experiment(str(path), **load)
     msg = str(e.value)
-    assert time.perf_counter() - started < within_s
+    assert time.thread_time() - started < within_s
     assert len(msg) < SHORT and all(n in msg for n in names), msg
     return msg
 
@@ -173,9 +175,9 @@ def test_a_large_file_parses_with_libyaml(tmp_path):
     f = tmp_path / "notes.yaml"
     f.write_text("train: {epochs: 3}\n" + f"# {'note ' * 16}\n" * 11000)
     assert 0.8e6 < f.stat().st_size < 1e6
-    started = time.perf_counter()
+    started = time.thread_time()
     exp, _ = load_experiment(str(f))
-    assert exp.train.epochs == 3 and time.perf_counter() - started < 0.3
+    assert exp.train.epochs == 3 and time.thread_time() - started < 0.3
 
 
 def test_a_tree_grid_is_counted_not_built():
