@@ -105,7 +105,7 @@ def ray_local():
     import ray
 
     configure_tensorflow()  # quiet TF in this process before any test imports it
-    # QUIET_ENV reaches the workers from this process's environment, as in distune.sweep.tune
+    # QUIET_ENV reaches the workers from this process's environment (distune.ops.job_runtime_env)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

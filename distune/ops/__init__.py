@@ -22,6 +22,7 @@ _NAMES = {
     "join": "storage",
     "local_copy": "storage",
     "local_ray_environment": "environment",
+    "job_runtime_env": "environment",
     "mirror": "storage",
     "pid_alive": "lock",
     "prepare_remote": "storage",

@@ -106,6 +106,15 @@ def surface_warnings() -> None:
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_prestart_worker_first_driver": "0"}
 
 
+def job_runtime_env(address: str) -> dict | None:
+    """What a driver hands its Ray job's workers: the quiet settings where it joins a cluster.
+    A local Ray's raylet, started from this process, passes its environment to every worker
+    already; a runtime environment there would only route each worker's start through Ray's
+    runtime-env agent (0.4 s of CPU and 0.3 s of wait an actor, measured)."""
+    env = {k: os.environ[k] for k in QUIET_ENV if k in os.environ}
+    return {"env_vars": env} if env and address != "local" else None
+
+
 def local_ray_environment() -> None:
     """Before a private local Ray starts in this process: every server on loopback only, no
     workers started ahead of need."""

@@ -43,7 +43,7 @@ def sweeps(data: str, count: int) -> list[dict]:
     from ray import tune
 
     from distune.config import validate
-    from distune.ops import QUIET_ENV, local_ray_environment, quiet_environment
+    from distune.ops import job_runtime_env, local_ray_environment, quiet_environment
     from distune.sweep import build_tuner, load_data, prepare_directory, start_zygotes
 
     quiet_environment(verbose=False)
@@ -54,8 +54,7 @@ def sweeps(data: str, count: int) -> list[dict]:
         local_ray_environment()  # loopback only, token required: as distune run starts it
     ray.init(address=address, **({"num_cpus": 2} if address == "local" else {}),
              include_dashboard=False, log_to_driver=False,
-             runtime_env=None if address == "local" else  # as distune.sweep.tune.start_ray
-             {"env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ}})
+             runtime_env=job_runtime_env(address))
     firsts: dict[str, float] = {}
     begun: dict[str, float] = {}  # seconds from Ray's placing the trial to its first epoch's start
 
