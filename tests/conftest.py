@@ -29,7 +29,7 @@ FILE_SECONDS = {
     "test_sweeps.py": 60, "test_user_model.py": 46, "test_nightly.py": 42, "test_select.py": 43,
     "test_submit.py": 40, "test_backends.py": 29, "test_gp.py": 24, "test_zygote.py": 22,
     "test_model.py": 21, "test_training.py": 20, "test_tracking.py": 20, "test_storage.py": 15,
-    "test_report.py": 5, "test_bad_input.py": 4, "test_layout.py": 2, "test_data.py": 1,
+    "test_report.py": 5, "test_bad_input.py": 4, "test_worker_start.py": 3, "test_layout.py": 2, "test_data.py": 1,
 }
 
 
