@@ -1,6 +1,7 @@
 """The environment distune's processes and Ray workers share: quiet (set before TensorFlow or
-Ray is imported, handed to workers through Ray's runtime_env), and, for the private local Ray
-distune starts, locked down to this machine and this user."""
+Ray is imported; a local Ray's workers inherit it from the raylet, a joined cluster's get it as
+the job's runtime_env), and, for the private local Ray distune starts, locked down to this
+machine and this user, its workers started without a second import of Ray."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ QUIET_ENV = {
 
 
 def quiet_environment(verbose: bool) -> None:
-    """Set before TF/Ray are imported in this process; workers get the same via runtime_env."""
+    """Set before TF/Ray are imported in this process; workers get the same (job_runtime_env)."""
     if not verbose:
         for k, v in QUIET_ENV.items():
             os.environ.setdefault(k, v)
