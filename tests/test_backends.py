@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +48,41 @@ def test_models_cross_backends_and_jax_resumes_exactly(mnist_path, tmp_path):
     assert np.abs(ours - np.load(tmp_path / "jax_predictions.npy")).max() < 1e-5
 
 
+@contextmanager
+def tensorflow_watched(zygote: int):
+    """{pid: whether TensorFlow's library was mapped} for `zygote` and each child it forks
+    while the block runs, sampled every 0.1 s."""
+    loaded: dict[int, bool] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            try:
+                children = Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()
+            except OSError:
+                children = []
+            for pid in [zygote, *map(int, children)]:
+                try:
+                    mapped = "_pywrap_tensorflow_internal" in Path(f"/proc/{pid}/maps").read_text()
+                except OSError:  # it exited
+                    continue
+                loaded[pid] = loaded.get(pid, False) or mapped
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield loaded
+    finally:
+        done.set()
+        thread.join()
+
+
 def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     """train.backend: jax reaches the trials' training processes (a zygote of its own, as the
     zygote serves one Keras backend), and the winner, saved under JAX, is tested here. That
     zygote is started before any trial asks for it (sweep.start_zygotes, which every sweep
-    calls as Tune starts), with the trials' own settings: the sweep forks from it."""
+    calls as Tune starts), with the trials' own settings: the sweep forks from it. Neither it
+    nor its children import TensorFlow (~3 s of CPU each, for nothing on JAX)."""
     from distune import run
     from distune.results import open_analysis
     from distune.sweep import start_zygotes
@@ -68,11 +100,15 @@ def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     before = homes()
     start_zygotes(exp)
     deadline = time.monotonic() + 60
-    while not (Path(jax_home) / "zygote.sock").exists():
+    log = Path(jax_home) / "zygote.log"  # "zygote PID ready ..." once it has imported
+    while not ((Path(jax_home) / "zygote.sock").exists() and log.is_file() and "ready" in log.read_text()):
         assert time.monotonic() < deadline, "no zygote started before the sweep"
         time.sleep(0.1)
     sweep_start = time.time()
-    summary = run(exp, "t", say=lambda _: None)
+    zygote_pid = int(log.read_text().rsplit("zygote ", 1)[1].split()[0])
+    with tensorflow_watched(zygote_pid) as loaded:
+        summary = run(exp, "t", say=lambda _: None)
+    assert len(loaded) >= 2 and not any(loaded.values()), f"TensorFlow mapped (pid: whether): {loaded}"
     assert homes() - before <= {Path(jax_home)}  # the trials asked that one, no other
     # With it up, the next sweep's driver sends this node no task to start it (a worker's start)
     assert ray_local.get_runtime_context().get_node_id() not in nodes_to_start(exp)

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from distune.trial.training import (Training, cache_jax_compilations, configure_tensorflow,
-                                    import_tensorflow, make_training, test_saved_model)
+from distune.trial.training import (Training, configure_backend, import_keras, make_training,
+                                    test_saved_model)
 
 
 def load_arrays(directory: Path) -> dict[str, np.ndarray]:
@@ -30,7 +30,7 @@ def die_with_parent() -> None:
 
 def preload() -> None:
     """What every training process imports; distune.trial.zygote does it once and forks."""
-    import_tensorflow()
+    import_keras()
 
 
 def serve_spawned(conn, data_dir: str, threads: int) -> None:
@@ -41,8 +41,7 @@ def serve_spawned(conn, data_dir: str, threads: int) -> None:
 def serve_trials(conn, data_dir: str, threads: int) -> None:
     """The child's loop: build a `Training` per trial and run the actor's calls on it (or test
     a saved model on the data's x_test, y_test)."""
-    configure_tensorflow(threads)
-    cache_jax_compilations()
+    configure_backend(threads)
     data = load_arrays(Path(data_dir))
     training: Training | None = None
     while True:

@@ -8,6 +8,7 @@ import importlib
 import json
 import math
 import os
+import sys
 import threading
 import time
 import zipfile
@@ -114,10 +115,47 @@ def cache_jax_compilations(directory: Path | None = None) -> None:
 
 
 def import_tensorflow():
-    """TensorFlow and Keras imported, no op run: what distune.trial.zygote forks from."""
+    """TensorFlow and Keras imported, no op run."""
     tf = quiet_tensorflow()
     importlib.import_module("distune.trial.model")  # and the model builder
     return tf
+
+
+def import_keras() -> None:
+    """Keras, its backend and the model builder imported, no op run: what distune.trial.zygote
+    forks from. TensorFlow only where Keras runs on it ($KERAS_BACKEND, as the trial's
+    environment sets it): a JAX training process never needs it (~3 s of CPU to import)."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        import_tensorflow()
+    else:
+        importlib.import_module("distune.trial.model")
+
+
+def configure_backend(threads: int) -> None:
+    """A training process's threads and devices: TensorFlow's set here; JAX's come from its
+    environment (ops.environment.backend_environment), its compilations are cached."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        configure_tensorflow(threads)
+    cache_jax_compilations()
+
+
+def set_random_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed`, which also seeds TensorFlow (for tf.data pipelines)
+    when it can import it, without that import where Keras runs on another backend and
+    TensorFlow is not loaded: distune feeds arrays, not tf.data, so such a process behaves as
+    in an install without TensorFlow (Keras then skips that seed, as it would there)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    sys.modules["tensorflow"] = None  # Python's way to make an import fail
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        del sys.modules["tensorflow"]
 
 
 def trial_seed(run_seed: int, config: dict[str, Any]) -> int:
@@ -197,7 +235,7 @@ class Training:
         self.hp, self.train, self.seed = hp, train, seed
         self.epochs = hp.epochs or train.epochs
         self.rows = np.arange(len(data["x_train"])) if rows is None else rows
-        keras.utils.set_random_seed(seed)
+        set_random_seed(seed)
         self.model = make_model(hp, user, epoch_steps(len(self.rows), hp.batch_size), self.epochs)
         self.x, self.y = reshape_for(self.model, data["x_train"]), labels_for(self.model, data["y_train"])
         self.x_val = reshape_for(self.model, data["x_val"])

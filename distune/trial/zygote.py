@@ -1,11 +1,13 @@
-"""One process per Ray node that imports TensorFlow once and forks every training process.
+"""One process per Ray node and Keras backend that imports Keras once and forks every training
+process.
 
-Importing TensorFlow and Keras costs about 6 s of CPU on a laptop core. Each Ray actor used to
-spawn its training process (distune.trial.worker) and pay it again: once per trial slot per sweep,
-and again in every later sweep on the same Ray (the select stage, nightly's sweeps, a test
-suite). The zygote pays it once per node and Ray session: it imports them without running any
-TensorFlow op (so no runtime threads or devices exist yet, which keeps fork safe), then forks
-a child per request, which configures its own threads and devices as a spawned one would.
+Importing TensorFlow and Keras costs about 6 s of CPU on a laptop core (Keras on JAX, which
+needs no TensorFlow, about 4 s). Each Ray actor used to spawn its training process
+(distune.trial.worker) and pay it again: once per trial slot per sweep, and again in every later
+sweep on the same Ray (the select stage, nightly's sweeps, a test suite). The zygote pays it
+once per node and Ray session: it imports without running any op (so no runtime threads or
+devices exist yet, which keeps fork safe), then forks a child per request, which configures its
+own threads and devices as a spawned one would.
 
 Requests come over a Unix socket in a directory only this user can enter, as JSON (no
 pickles); the requester's end of a socket pair travels with the request (SCM_RIGHTS) and

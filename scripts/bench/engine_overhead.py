@@ -65,7 +65,8 @@ def plain_share(configs: list[dict], data: str, subset: int, epochs: int, offset
                 backend: str = "tensorflow", cache: str | None = None) -> None:
     """One plain process: import Keras, load the data, train its share of the configs on one
     thread with Keras's own fit and validation; report the times through `out`. Keras's
-    defaults otherwise: on JAX no persistent compilation cache unless `cache` (a directory)."""
+    defaults otherwise: on JAX no persistent compilation cache unless `cache` (a directory),
+    and no TensorFlow import (which `keras.utils.set_random_seed` would do), as in distune's."""
     from distune.ops.environment import backend_environment
 
     os.environ.update(backend_environment(backend, 1))
@@ -73,9 +74,10 @@ def plain_share(configs: list[dict], data: str, subset: int, epochs: int, offset
 
     from distune.space import Hyperparams
     from distune.trial import build_model, configure_tensorflow, load_mnist
-    from distune.trial.training import cache_jax_compilations
+    from distune.trial.training import cache_jax_compilations, set_random_seed
 
-    configure_tensorflow(1)
+    if backend == "tensorflow":  # on JAX, XLA's threads come from the environment above
+        configure_tensorflow(1)
     if cache:  # as distune's trials set it, in a directory of this run's own
         cache_jax_compilations(Path(cache))
     splits = load_mnist(data, 0.1, subset, 0)  # distune's own split (run.seed 0)
@@ -85,7 +87,7 @@ def plain_share(configs: list[dict], data: str, subset: int, epochs: int, offset
     for i, config in enumerate(configs):
         keras.backend.clear_session()
         hp = Hyperparams.model_validate(config)
-        keras.utils.set_random_seed(offset + i)
+        set_random_seed(offset + i)  # on JAX without importing TensorFlow, as distune's trials
         model = build_model(hp, math.ceil(len(x) / hp.batch_size), epochs)
         t = time.perf_counter()
         model.fit(x, y, batch_size=hp.batch_size, epochs=epochs, validation_data=(xv, yv), verbose=0)
