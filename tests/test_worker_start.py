@@ -72,3 +72,15 @@ def test_a_local_rays_workers_start_through_it_and_get_their_environment(ray_loc
     assert ray_local.get(in_dir.seen.remote())[2], "the working_dir actor did not start in its directory"
     for actor in (with_vars, in_dir):
         ray_local.kill(actor)
+    # and its log monitor, started by this process too, lists the log directory every 0.5 s
+    # instead of ten times a second
+    monitor, = [p for p in Path("/proc").glob("[0-9]*") if _parent(p) == os.getpid()
+                and b"log_monitor.py" in (p / "cmdline").read_bytes()]
+    assert b"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD=0\0" in (monitor / "environ").read_bytes()
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -104,7 +104,11 @@ def surface_warnings() -> None:
 # actors do take them, but they start beside the driver's own start-up and the zygote's import
 # on the same cores; a 2-trial `distune run` took 13.8 s with them against 12.4 s without
 # (scripts/bench/command_cost.py, 4 runs each, 2026-12-07).
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_prestart_worker_first_driver": "0"}
+# Ray's log monitor lists the log directory ten times a second while it holds under this many
+# files; at 0, every 0.5 s (its LOG_NAME_UPDATE_INTERVAL_S): 1.1 -> 0.6 s of CPU a minute, idle
+# with 20 workers' logs (2026-12-07), for output a quiet driver does not even read.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_prestart_worker_first_driver": "0",
+                 "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0"}
 
 
 def job_runtime_env(address: str) -> dict | None:
@@ -118,7 +122,8 @@ def job_runtime_env(address: str) -> dict | None:
 
 def local_ray_environment() -> None:
     """Before a private local Ray starts in this process: every server on loopback only, no
-    workers started ahead of need, each worker started without a second import of Ray
+    workers started ahead of need, a log monitor that lists its directory every 0.5 s, not
+    ten times a second, each worker started without a second import of Ray
     (start_worker.py: 0.5 s of CPU a worker). Ray's layout, read from its source (2.52-2.60):
     the node joins `workers/` and this file name, which as an absolute path replaces both."""
     os.environ.update(LOCAL_RAY_ENV)
