@@ -375,7 +375,8 @@ def test_a_restored_trial_replays_what_its_saved_state_stands_on(tmp_path):
     trial's results up to the checkpoint it resumes from (the epochs after it it reports again,
     and is judged on again), the checkpoint's own result even where Ray's log on storage lags;
     nothing where that checkpoint is gone (it restarts); all of an ended trial's, its saved
-    last result included; a log line the fault cut off is left out (it failed the restore)."""
+    last result included, and the epochs its log lost from the saved state; a log line the
+    fault cut off is left out (it failed the restore)."""
     import json
 
     from ray.train import Checkpoint, CheckpointConfig
@@ -388,13 +389,18 @@ def test_a_restored_trial_replays_what_its_saved_state_stands_on(tmp_path):
 
     rows = [{"training_iteration": i, "val_accuracy": i / 10} for i in (1, 2, 3)]
 
-    def restored(name: str, logged: int, last: int, checkpoint: int | None, status=Trial.PENDING):
+    def restored(name: str, logged: int, last: int, checkpoint: int | None, status=Trial.PENDING,
+                 seen: bool = False):
+        """`seen`: the saved state has each epoch's result as Tune recorded it (its last 10
+        values of each metric), not only the last one."""
         storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="e", trial_dir_name=name)
         trial = Trial("t", config={}, trial_id=name, storage=storage, stub=True)
         directory = Path(storage.trial_fs_path)
         directory.mkdir(parents=True)
         (directory / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows[:logged]))
         trial.run_metadata.last_result = rows[last - 1]
+        for row in rows[:last] if seen else ():
+            trial.update_last_result(dict(row))
         manager = _CheckpointManager(CheckpointConfig())
         if checkpoint:
             path = directory / f"checkpoint_{checkpoint:06d}"
@@ -419,6 +425,13 @@ def test_a_restored_trial_replays_what_its_saved_state_stands_on(tmp_path):
     assert replayed(gone) == []
     assert replayed(restored("none", logged=1, last=1, checkpoint=None)) == []
     assert replayed(restored("ended", logged=2, last=3, checkpoint=3, status=Trial.TERMINATED)) == [1, 2, 3]
+    # A log the fault emptied or cut short (Ray rewrites each file as it copies it to storage):
+    # the epochs it lacks come from the saved state, with their values, in order.
+    for logged in (0, 1):
+        emptied = restored(f"emptied{logged}", logged=logged, last=3, checkpoint=3,
+                           status=Trial.TERMINATED, seen=True)
+        assert [(r["training_iteration"], r["val_accuracy"])
+                for r in earlier_results(emptied, "training_iteration")] == [(1, 0.1), (2, 0.2), (3, 0.3)]
     fresh = Trial("t", config={}, trial_id="fresh", stub=True,
                   storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="e",
                                          trial_dir_name="fresh"))

@@ -29,6 +29,9 @@ def earlier_results(trial: Trial, time_attr: str) -> list[dict]:
     if time_attr not in last:  # a new trial: nothing on storage to read
         return []
     rows = _logged(trial)
+    seen = {r.get(time_attr) for r in rows}
+    rows = sorted(rows + [r for r in _remembered(trial, time_attr) if r[time_attr] not in seen],
+                  key=lambda r: r.get(time_attr, 0))
     if trial.status in (Trial.TERMINATED, Trial.ERROR):
         return [r for r in rows if r.get(time_attr, 0) < last[time_attr]] + [last]
     manager = trial.run_metadata.checkpoint_manager
@@ -37,6 +40,24 @@ def earlier_results(trial: Trial, time_attr: str) -> list[dict]:
         return []
     at = latest.metrics[time_attr]
     return [r for r in rows if r.get(time_attr, 0) < at] + [latest.metrics]
+
+
+def _remembered(trial: Trial, time_attr: str) -> list[dict]:
+    """A trial's last epochs as its saved state keeps them, for epochs its log on storage lacks:
+    Ray copies each file to storage by rewriting it, so a driver killed mid-copy can leave a
+    log cut short or empty (seen in CI: a finished trial's log empty on resume). Tune saves each
+    metric's last 10 values with the trial (`metric_n_steps`); an epoch is one step, so these
+    are the epochs up to the latest result's, all of them for a trial of up to 10 epochs."""
+    last = trial.last_result.get(time_attr)
+    if time_attr != "training_iteration" or not isinstance(last, int):
+        return []
+    depth = min(last, 10)
+    recent = {m: list(windows.get("10", ())) for m, windows in (trial.metric_n_steps or {}).items()}
+    recent = {m: values for m, values in recent.items() if len(values) == depth}  # one per epoch
+    if recent.get(time_attr) != list(range(last - depth + 1, last + 1)):
+        return []  # not one value per epoch up to the latest: nothing to align them by
+    return [{time_attr: last - back, **{m: values[-1 - back] for m, values in recent.items()}}
+            for back in reversed(range(depth))]
 
 
 def _logged(trial: Trial) -> list[dict]:
