@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """What the engine costs: one fixed list of short trials run (a) by plain Keras loops given the
-same cores (one process per slot, started here, each importing TensorFlow, loading the data and
-training its share of the configs with distune.trial.model.build_model + fit, one thread each)
-and (b) by distune (Ray Tune, the same configs as search.initial_points, `--slots` concurrent
+same cores (one process per slot, started here, each importing Keras (and TensorFlow on that
+backend), loading the data and training its share of the configs with
+distune.trial.model.build_model + fit, one thread each) and (b) by distune (Ray Tune, the same configs as search.initial_points, `--slots` concurrent
 trials of one CPU each, actors reused, a checkpoint every epoch).
 
     python scripts/bench/engine_overhead.py --data ../shared/data/mnist.npz            # 16 x 2 epochs, 10k

@@ -9,6 +9,7 @@ the trial".
 
     python scripts/bench/trial_startup.py --data ../shared/data/mnist.npz            # 4 sweeps each
     python scripts/bench/trial_startup.py --data ../shared/data/mnist.npz --quick    # forked only, 2 sweeps
+    python scripts/bench/trial_startup.py --data ../shared/data/mnist.npz --backend jax    # the default preset's
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def process_started(pid: int) -> float | None:
     return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def sweeps(data: str, count: int) -> list[dict]:
+def sweeps(data: str, count: int, backend: str) -> list[dict]:
     """In this process: `count` sweeps of 2 trials x 1 epoch on one Ray, timed."""
     import ray
     from ray import tune
@@ -74,7 +75,7 @@ def sweeps(data: str, count: int) -> list[dict]:
         for i in range(count):
             exp = validate({"data": {"path": data, "train_subset": 1000},
                             "model": {"space": {"hidden_layers": 1, "units": {"choice": [16, 32]}}},
-                            "train": {"epochs": 1}, "search": {"num_samples": 2},
+                            "train": {"epochs": 1, "backend": backend}, "search": {"num_samples": 2},
                             "run": {"storage": storage, "name": f"s{i}", "report": False}})
             directory = Path(storage) / f"s{i}"
             prepare_directory(directory, overwrite=False)
@@ -97,11 +98,13 @@ def main() -> int:
     ap.add_argument("--data", default=os.environ.get("DISTUNE_MNIST"))
     ap.add_argument("--quick", action="store_true", help="2 sweeps, forked only (keeps the script working)")
     ap.add_argument("--sweeps", type=int, default=4)
+    ap.add_argument("--backend", choices=["tensorflow", "jax"], default="tensorflow",
+                    help="Keras's backend in the trials (the default preset's is jax)")
     ap.add_argument("--child", choices=["forked", "spawned"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     count = 2 if args.quick else args.sweeps
     if args.child:
-        print(json.dumps(sweeps(args.data, count)))
+        print(json.dumps(sweeps(args.data, count, args.backend)))
         return 0
     results = {}
     for i, mode in enumerate(("forked",) if args.quick else ("spawned", "forked")):
@@ -109,7 +112,7 @@ def main() -> int:
             time.sleep(10)  # the last Ray's processes finish exiting before the next one starts
         env = {**os.environ, "DISTUNE_ZYGOTE": "0" if mode == "spawned" else "1"}
         proc = subprocess.run([sys.executable, __file__, "--data", args.data, "--sweeps", str(count),
-                               "--child", mode], env=env, capture_output=True, text=True)
+                               "--backend", args.backend, "--child", mode], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr[-3000:])
             return proc.returncode
@@ -122,7 +125,8 @@ def main() -> int:
             print(f"{mode:<8} {i:>5} {firsts:>26} {r['fit_s']:>6.1f} {begins:>18}")
     later = {m: statistics.median(t for r in rows[1:] for t in r["first_epoch_s"]) for m, rows in results.items()}
     begun = {m: [t for r in rows[1:] for t in r["placed_to_begun_s"]] for m, rows in results.items()}
-    print(f"sweeps of 2 trials x 1 epoch on 900 images, 2 slots, {os.cpu_count()} cores; first epoch "
+    print(f"sweeps of 2 trials x 1 epoch on 900 images, 2 slots, {os.cpu_count()} cores, Keras on "
+          f"{args.backend}; first epoch "
           "= seconds from Tuner.fit() to the trial's first result (worker start, training process, "
           "model build, one epoch); the median is over sweeps after the first")
     print("median first epoch after the first sweep: " +
