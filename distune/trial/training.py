@@ -148,14 +148,16 @@ def set_random_seed(seed: int) -> None:
     in an install without TensorFlow (Keras then skips that seed, as it would there)."""
     import keras
 
-    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
-        keras.utils.set_random_seed(seed)
-        return
-    sys.modules["tensorflow"] = None  # Python's way to make an import fail
-    try:
-        keras.utils.set_random_seed(seed)
-    finally:
-        del sys.modules["tensorflow"]
+    if keras.backend.backend() != "tensorflow":
+        with _configuring:  # never while configure_tensorflow imports it in another thread
+            if "tensorflow" not in sys.modules:
+                sys.modules["tensorflow"] = None  # Python's way to make an import fail
+                try:
+                    keras.utils.set_random_seed(seed)
+                finally:
+                    del sys.modules["tensorflow"]
+                return
+    keras.utils.set_random_seed(seed)
 
 
 def trial_seed(run_seed: int, config: dict[str, Any]) -> int:
