@@ -170,6 +170,15 @@ def reported_sweep(ray_local, mnist_path, tmp_path_factory):
 
 
 
+def tensorflow_mapped(pid: int) -> bool | None:
+    """Whether TensorFlow's library is mapped into process `pid` (an import's own lines are
+    silenced: distune.ops.environment.quiet_tensorflow); None once it has exited."""
+    try:
+        return "_pywrap_tensorflow_internal" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None
+
+
 def fake_mnist(path: Path, n_train: int, n_test: int = 5) -> Path:
     """A tiny file in Keras's mnist.npz layout (blank images, label 0), for input checks."""
     import numpy as np

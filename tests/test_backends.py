@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import experiment, run_under_jax
+from conftest import experiment, run_under_jax, tensorflow_mapped
 
 pytestmark = pytest.mark.slow
 
@@ -62,11 +62,9 @@ def tensorflow_watched(zygote: int):
             except OSError:
                 children = []
             for pid in [zygote, *map(int, children)]:
-                try:
-                    mapped = "_pywrap_tensorflow_internal" in Path(f"/proc/{pid}/maps").read_text()
-                except OSError:  # it exited
-                    continue
-                loaded[pid] = loaded.get(pid, False) or mapped
+                mapped = tensorflow_mapped(pid)
+                if mapped is not None:  # else it exited
+                    loaded[pid] = loaded.get(pid, False) or mapped
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()

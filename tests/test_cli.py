@@ -9,11 +9,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tensorflow_mapped
 
 
 def distune(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -122,14 +121,10 @@ def test_verbose_run_shows_ray_and_finishes(joined_ray, mnist_path, tmp_path):
 
 
 def tensorflow_loaded_while_running(proc: subprocess.Popen) -> bool:
-    """Whether TensorFlow's library was ever mapped into `proc`, sampled until it exits (an
-    import's own lines are silenced: distune.ops.environment.quiet_tensorflow)."""
+    """Whether TensorFlow's library was ever mapped into `proc`, sampled until it exits."""
     loaded = False
     while proc.poll() is None:
-        try:
-            loaded = loaded or "_pywrap_tensorflow_internal" in Path(f"/proc/{proc.pid}/maps").read_text()
-        except OSError:  # it exited
-            pass
+        loaded = loaded or bool(tensorflow_mapped(proc.pid))
         time.sleep(0.2)
     return loaded
 

@@ -71,7 +71,7 @@ def configure_tensorflow(threads: int | None = None) -> None:
 
 
 def _configure(threads: int | None) -> None:
-    tf = import_tensorflow()
+    tf = quiet_tensorflow()
     with stderr_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"):
         tf.config.list_physical_devices("GPU")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3":
@@ -114,21 +114,13 @@ def cache_jax_compilations(directory: Path | None = None) -> None:
     jax.config.update("jax_compilation_cache_max_size", JAX_CACHE_MAX_BYTES)  # least recently used go
 
 
-def import_tensorflow():
-    """TensorFlow and Keras imported, no op run."""
-    tf = quiet_tensorflow()
-    importlib.import_module("distune.trial.model")  # and the model builder
-    return tf
-
-
 def import_keras() -> None:
     """Keras, its backend and the model builder imported, no op run: what distune.trial.zygote
     forks from. TensorFlow only where Keras runs on it ($KERAS_BACKEND, as the trial's
     environment sets it): a JAX training process never needs it (~3 s of CPU to import)."""
     if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        import_tensorflow()
-    else:
-        importlib.import_module("distune.trial.model")
+        quiet_tensorflow()  # before Keras imports it, without its start-up lines
+    importlib.import_module("distune.trial.model")
 
 
 def configure_backend(threads: int) -> None:
