@@ -269,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     from distune.ops.environment import quiet_environment
 
     quiet_environment(getattr(args, "verbose", False))
+    # Progress lines as they happen, also into a pipe or a log file (`| tee`, a nightly job's
+    # log), where Python would otherwise hold them in a block buffer until the command ends
+    if hasattr(sys.stdout, "reconfigure"):  # not a StringIO a caller put there
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         return handler(args)
     except Interrupted as e:
