@@ -86,6 +86,7 @@ def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     from distune.sweep import start_zygotes
 
     from distune.sweep.tune import nodes_to_start, training_environment
+    from distune.ops.worker_fork import worker_raylet
     from distune.trial.zygote import home_of
 
     exp = experiment(mnist_path, tmp_path, train={"epochs": 2, "backend": "jax"})
@@ -93,7 +94,7 @@ def test_a_jax_sweep_trains_on_jax(ray_local, mnist_path, tmp_path):
     # the JAX zygote's home on this node, as a worker with the trials' settings names it (an
     # earlier JAX sweep on the suite's Ray, the default preset's smoke runs, may have started it)
     raylet, jax_home = ray_local.get(ray_local.remote(
-        lambda env: (os.getppid(), str(home_of(os.getppid(), {**os.environ, **env})))).remote(env))
+        lambda env: (worker_raylet(), str(home_of(worker_raylet(), {**os.environ, **env})))).remote(env))
     homes = lambda: set(Path(tempfile.gettempdir()).glob(f"distune-zygote-{os.getuid()}-{raylet}-*"))  # noqa: E731
     before = homes()
     start_zygotes(exp)

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, within
+from distune.ops import launcher_of
 from test_cli import distune
 
 pytestmark = pytest.mark.slow
@@ -320,6 +321,8 @@ def test_killed_worker_is_retried_from_its_checkpoint(joined_ray, mnist_path, tm
             break
         time.sleep(0.1)
     pid = json.loads(result_file.read_text().splitlines()[-1])["pid"]
+    # a worker the fork server made for this joined driver's job (distune/ops/worker_fork.py)
+    assert launcher_of(pid) is not None
     time.sleep(epoch_s / 2)  # into epoch 3: mid-epoch, not between epochs
     os.kill(pid, signal.SIGKILL)  # the trial's worker process, mid-sweep
     out, err = proc.communicate(timeout=240)

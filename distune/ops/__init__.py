@@ -40,6 +40,11 @@ _NAMES = {
     "resume_command": "storage",
     "root_of": "storage",
     "sibling": "storage",
+    "start_worker_server": "worker_fork",
+    "launcher_of": "worker_fork",
+    "end_with": "worker_fork",
+    "reap": "worker_fork",
+    "worker_raylet": "worker_fork",
     "taken_error": "storage",
     "where": "storage",
 }

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from distune.config.schema import Experiment, trial_space
 from distune.errors import DistuneError, Interrupted
 from distune.ops.environment import job_runtime_env, local_ray_environment, protect_token, surface_warnings
+from distune.ops.worker_fork import start_worker_server
 from distune.ops.storage import refresh, resume_command, root_of, sibling, where
 from distune.results.table import open_analysis
 from distune.search.registry import Context
@@ -43,7 +44,10 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
     # Ray's progress bars would replace builtins.print once worker output reaches the driver
     # (--verbose), and the Tuner, which pickles `print` in its callbacks, could not be saved.
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-    early = early_zygote(exp) if address == "local" else None
+    early = None
+    if address == "local":
+        start_worker_server()
+        early = early_zygote(exp)
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.CRITICAL,
              runtime_env=job_runtime_env(address))

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from distune.ops.lock import pid_alive
 from distune.ops.private import NotPrivate, private_dir
+from distune.ops.worker_fork import end_with, reap, worker_raylet
 
 START_TIMEOUT_S = 60.0  # the zygote binds its socket before importing TensorFlow
 SOCKET = "zygote.sock"
@@ -66,12 +67,12 @@ def home_of(raylet: int, environ=None) -> Path:
 def fork_child(data_dir: str, threads: int, raylet: int | None = None,
                environ: dict[str, str] | None = None) -> tuple[Connection, int]:
     """A training process forked by this node's zygote (started if need be): its connection
-    and pid. `raylet`: the node's (default: this Ray worker's parent, one raylet per node and
+    and pid. `raylet`: the node's (default: this Ray worker's, one raylet per node and
     session); `environ`: the child's (default: this process's). Raises Unavailable when there
     is none to be had."""
     if sys.platform != "linux" or not hasattr(socket, "send_fds"):
         raise Unavailable("needs Linux")
-    raylet = raylet or os.getppid()
+    raylet = raylet or worker_raylet()
     environ = dict(os.environ if environ is None else environ)
     home = home_of(raylet, environ)
     ours, theirs = socket.socketpair()
@@ -110,7 +111,7 @@ def start_here(env: dict[str, str]) -> bool:
     saved = dict(os.environ)
     os.environ.update(env)  # what the trial's actor sets before it asks (see _flavour)
     try:
-        raylet = os.getppid()
+        raylet = worker_raylet()
         _connect(home_of(raylet), raylet).close()  # an empty request: the zygote ignores it
         return True
     except (Unavailable, OSError, subprocess.SubprocessError):
@@ -268,7 +269,7 @@ def _bind(home: Path) -> socket.socket:
 
 def _serve(server: socket.socket, home: Path, raylet: int) -> None:
     print(f"zygote {os.getpid()} ready for raylet {raylet}", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGCHLD, lambda *_: _reap())
+    signal.signal(signal.SIGCHLD, lambda *_: reap())
     while pid_alive(raylet):
         ready, _, _ = select.select([server], [], [], 1.0)
         if ready:
@@ -295,7 +296,7 @@ def _fork_one(server: socket.socket, conn: socket.socket) -> None:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.environ.clear()
             os.environ.update(request["env"])  # the actor's: CUDA_VISIBLE_DEVICES and all
-            _exit_with(request["parent"])
+            end_with(request["parent"], "distune-parent-watch")  # the actor that asked
             from distune.trial.child import serve_trials
 
             serve_trials(Connection(fds[0]), request["data_dir"], request["threads"])
@@ -304,31 +305,6 @@ def _fork_one(server: socket.socket, conn: socket.socket) -> None:
             os._exit(code)
     os.close(fds[0])
     conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-
-
-def _exit_with(parent: int) -> None:
-    """End this child the moment the actor that asked for it is gone (as a spawned child's
-    PR_SET_PDEATHSIG does), even in the middle of an epoch."""
-    try:
-        fd = os.pidfd_open(parent)
-    except (AttributeError, OSError):
-        fd = None
-
-    def watch() -> None:
-        if fd is not None:
-            select.select([fd], [], [])
-        else:
-            while pid_alive(parent):
-                time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="distune-parent-watch").start()
-
-
-def _reap() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
 
 
 if __name__ == "__main__":

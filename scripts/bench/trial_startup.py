@@ -44,7 +44,8 @@ def sweeps(data: str, count: int, backend: str) -> list[dict]:
     from ray import tune
 
     from distune.config import validate
-    from distune.ops import job_runtime_env, local_ray_environment, quiet_environment
+    from distune.ops import job_runtime_env, local_ray_environment, quiet_environment, start_worker_server
+    from distune.ops.worker_fork import launcher_of
     from distune.sweep import build_tuner, load_data, prepare_directory, start_zygotes
 
     quiet_environment(verbose=False)
@@ -53,6 +54,7 @@ def sweeps(data: str, count: int, backend: str) -> list[dict]:
     address = os.environ.get("RAY_ADDRESS", "local")
     if address == "local":
         local_ray_environment()  # loopback only, token required: as distune run starts it
+        start_worker_server()
     ray.init(address=address, **({"num_cpus": 2} if address == "local" else {}),
              include_dashboard=False, log_to_driver=False,
              runtime_env=job_runtime_env(address))
@@ -66,7 +68,9 @@ def sweeps(data: str, count: int, backend: str) -> list[dict]:
                 # Placed: the actor's process exists (Ray starts it once the trial's resources
                 # are reserved, ~0.06 s after fit() here). Begun: the result's arrival less
                 # the step's own time (the epoch, its validation, the report).
-                placed = process_started(result["pid"])
+                # A forked worker's own start is later than Ray's placing: its launcher's
+                # (the process the raylet started) is when Ray placed it.
+                placed = process_started(launcher_of(result["pid"]) or result["pid"])
                 if placed is not None:
                     begun[trial.trial_id] = time.time() - result["time_this_iter_s"] - placed
 
