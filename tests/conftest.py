@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 
-from distune.ops import QUIET_ENV, local_ray_environment, start_worker_server
+from distune.ops import QUIET_ENV, forked_workers, local_ray_environment
 
 REPO = Path(__file__).resolve().parents[1]
 for key, value in QUIET_ENV.items():
@@ -105,9 +105,10 @@ def ray_local():
     import ray
 
     configure_tensorflow()  # quiet TF in this process before any test imports it
-    start_worker_server()  # as distune starts its own: workers forked, not imported anew
-    # QUIET_ENV reaches the workers from this process's environment (distune.ops.job_runtime_env)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # QUIET_ENV reaches the workers from this process's environment (distune.ops.job_runtime_env);
+    # the workers are forked, not imported anew, as distune starts its own
+    with forked_workers():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

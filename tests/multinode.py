@@ -31,14 +31,16 @@ def main(mnist: str, storage: str) -> dict:
 
     from distune import sweep as runner
     from distune.config import validate
-    from distune.ops import local_ray_environment
+    from distune.ops import forked_workers, local_ray_environment
     from distune.results import open_analysis
 
     # Its nodes as distune's local Ray runs: on loopback, no workers ahead of need, each worker
-    # started without a second import of Ray (a real cluster's `ray start` uses Ray's own)
+    # of the nodes started here forked by this process's server, not importing Ray anew (a
+    # real cluster's `ray start` uses Ray's own)
     local_ray_environment()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    gpu_nodes = [cluster.add_node(num_cpus=4, num_gpus=1) for _ in range(2)]
+    with forked_workers():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        gpu_nodes = [cluster.add_node(num_cpus=4, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     out: dict = {"nodes": {n.node_id: "gpu" for n in gpu_nodes}}

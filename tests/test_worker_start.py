@@ -120,7 +120,9 @@ def test_the_fork_server_refuses_what_its_imports_did_not_see():
     assert "interpreter" in worker_fork._refusal({**ok, "executable": "/usr/bin/python2"}, [0, 1, 2], imported_with)
     assert "default worker" in worker_fork._refusal({**ok, "argv": ["/x/setup_worker.py"]}, [0, 1, 2], imported_with)
     assert "standard streams" in worker_fork._refusal(ok, [0], imported_with)
-    assert "TF_X" in worker_fork._refusal({**ok, "env": {**env, "TF_X": "1"}}, [0, 1, 2], imported_with)
+    assert "OMP_X" in worker_fork._refusal({**ok, "env": {**env, "OMP_X": "1"}}, [0, 1, 2], imported_with)
+    # but not Keras's, JAX's or TensorFlow's, which the server never imports (fused trials' actors)
+    assert worker_fork._refusal({**ok, "env": {**env, "KERAS_BACKEND": "jax"}}, [0, 1, 2], imported_with) is None
 
 
 @pytest.mark.slow

@@ -40,7 +40,7 @@ _NAMES = {
     "resume_command": "storage",
     "root_of": "storage",
     "sibling": "storage",
-    "start_worker_server": "worker_fork",
+    "forked_workers": "worker_fork",
     "launcher_of": "worker_fork",
     "end_with": "worker_fork",
     "reap": "worker_fork",

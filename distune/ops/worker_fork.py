@@ -47,6 +47,9 @@ RAY = ("ray", "ray.tune", "ray._private.workers.default_worker")  # with the fir
 # What the raylet adds to a worker's environment (the server's own name among it): the first
 # imports, before any request, did not see them.
 RAYLET_SETS = ("RAY_", "SPT_NOENV", FORK_ENV)
+# Read as Keras, JAX or TensorFlow import, which a worker does itself (fused trials' actors, with
+# their backend's settings): the server imports none of them, so they may differ.
+NOT_IMPORTED = ("KERAS_", "XLA_", "JAX_", "TF_")
 # Not compared, read at run time: the runtime-environment variables Tune gives its actors but
 # not tasks (PyTorch Lightning's by a package this server never imports), and the terminal's
 # size, which GNU readline puts in a driver's environment as it loads (under pytest, say).
@@ -60,33 +63,42 @@ _started: dict[str, subprocess.Popen] = {}  # environment -> this process's serv
 _count = itertools.count()
 
 
-def start_worker_server() -> None:
-    """A server for the workers of the local Ray this process is about to start, named in the
-    environment the raylet inherits: call it right before ray.init. One per environment: a
-    later Ray started from the same one uses it again, another stops it."""
-    os.environ.pop(FORK_ENV, None)
+@contextlib.contextmanager
+def forked_workers():
+    """Around the ray.init that starts a local Ray: its workers are forked by this process's
+    server (started, or reused for the same environment; another one's is stopped), named in
+    the environment the raylet inherits, and in no other process this one starts later."""
+    path = _server()
+    if path:
+        os.environ[FORK_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(FORK_ENV, None)
+
+
+def _server() -> str | None:
     if sys.platform != "linux" or os.environ.get("DISTUNE_WORKER_FORK_OFF") == "1":
-        return
-    key = json.dumps(sorted(os.environ.items()))
+        return None
+    key = json.dumps(sorted((k, v) for k, v in os.environ.items() if k != FORK_ENV))
     for other in [k for k in _started if k != key or _started[k].poll() is not None]:
         with contextlib.suppress(OSError):
             _started.pop(other).terminate()
     if key in _started:
-        os.environ[FORK_ENV] = _started[key].args[3]
-        return
+        return _started[key].args[3]
     try:
         home = private_dir(f"distune-workers-{os.getuid()}")
     except NotPrivate:
-        return
+        return None
     _clear_stale(home)
     path = str(home / f"{os.getpid()}-{next(_count)}.sock")
     if len(path.encode()) > 100:  # a Unix socket's path has ~107 bytes
-        return
+        return None
     with open(home / f"{Path(path).stem}.log", "ab") as log:
         _started[key] = subprocess.Popen(
             [sys.executable, "-m", "distune.ops.worker_fork", path, str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, process_group=0)
-    os.environ[FORK_ENV] = path
+    return path
 
 
 def worker_raylet() -> int:
@@ -131,7 +143,8 @@ def serve(path: str, parent: int) -> None:
     for name in DEPENDENCIES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    imported_with = _compared(os.environ, RAYLET_SETS)
+    imported_with = _compared(os.environ, RAYLET_SETS + NOT_IMPORTED)
+    assert not {"keras", "jax", "tensorflow"} & set(sys.modules), "see NOT_IMPORTED"
     zygotes: dict[str, socket.socket] = {}
     forks = open(Path(path).with_suffix(f".{FORKS}"), "a", buffering=1)
     try:
@@ -195,7 +208,7 @@ def _refusal(request: dict, fds: list[int], imported_with: dict) -> str | None:
         return f"another interpreter ({request['executable']})"
     if not request["argv"] or not request["argv"][0].endswith("default_worker.py"):
         return "not Ray's default worker"
-    env = _compared(request["env"], RAYLET_SETS)
+    env = _compared(request["env"], RAYLET_SETS + NOT_IMPORTED)
     if env != imported_with:
         changed = sorted(k for k in env.keys() | imported_with.keys()
                          if env.get(k) != imported_with.get(k))

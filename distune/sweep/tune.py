@@ -4,6 +4,7 @@ means (finished, or interrupted with its state saved)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -14,7 +15,7 @@ from typing import Any, Callable
 from distune.config.schema import Experiment, trial_space
 from distune.errors import DistuneError, Interrupted
 from distune.ops.environment import job_runtime_env, local_ray_environment, protect_token, surface_warnings
-from distune.ops.worker_fork import start_worker_server
+from distune.ops.worker_fork import forked_workers
 from distune.ops.storage import refresh, resume_command, root_of, sibling, where
 from distune.results.table import open_analysis
 from distune.search.registry import Context
@@ -44,13 +45,11 @@ def start_ray(exp: Experiment, verbose: bool) -> bool:
     # Ray's progress bars would replace builtins.print once worker output reaches the driver
     # (--verbose), and the Tuner, which pickles `print` in its callbacks, could not be saved.
     os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
-    early = None
-    if address == "local":
-        start_worker_server()
-        early = early_zygote(exp)
-    ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
-             logging_level=logging.INFO if verbose else logging.CRITICAL,
-             runtime_env=job_runtime_env(address))
+    early = early_zygote(exp) if address == "local" else None
+    with forked_workers() if address == "local" else contextlib.nullcontext():
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.CRITICAL,
+                 runtime_env=job_runtime_env(address))
     if early:
         try:
             raylet = local_raylet()

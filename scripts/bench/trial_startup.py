@@ -15,6 +15,7 @@ the trial".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -44,7 +45,7 @@ def sweeps(data: str, count: int, backend: str) -> list[dict]:
     from ray import tune
 
     from distune.config import validate
-    from distune.ops import job_runtime_env, local_ray_environment, quiet_environment, start_worker_server
+    from distune.ops import forked_workers, job_runtime_env, local_ray_environment, quiet_environment
     from distune.ops.worker_fork import launcher_of
     from distune.sweep import build_tuner, load_data, prepare_directory, start_zygotes
 
@@ -54,10 +55,10 @@ def sweeps(data: str, count: int, backend: str) -> list[dict]:
     address = os.environ.get("RAY_ADDRESS", "local")
     if address == "local":
         local_ray_environment()  # loopback only, token required: as distune run starts it
-        start_worker_server()
-    ray.init(address=address, **({"num_cpus": 2} if address == "local" else {}),
-             include_dashboard=False, log_to_driver=False,
-             runtime_env=job_runtime_env(address))
+    with forked_workers() if address == "local" else contextlib.nullcontext():
+        ray.init(address=address, **({"num_cpus": 2} if address == "local" else {}),
+                 include_dashboard=False, log_to_driver=False,
+                 runtime_env=job_runtime_env(address))
     firsts: dict[str, float] = {}
     begun: dict[str, float] = {}  # seconds from Ray's placing the trial to its first epoch's start
 
