@@ -56,7 +56,7 @@ def test_a_local_rays_workers_start_through_it_and_get_their_environment(ray_loc
     """On the suite's Ray, started as distune starts its own: the raylet's worker command names
     start_worker.py; an actor with variables (as Tune's trials have) sees them, and one with a
     working directory (a command prefix: Ray's setup_worker.py) runs in it."""
-    from distune.sweep.tune import local_raylet
+    from distune.ops import local_raylet
 
     cmdline = Path(f"/proc/{local_raylet()}/cmdline").read_bytes().split(b"\0")
     command = next(a for a in cmdline if a.startswith(b"--python_worker_command="))
@@ -132,7 +132,7 @@ def test_a_local_rays_workers_are_forked_as_their_launchers_would_have_become(ra
     has what the process the raylet started (its launcher) has: its environment, directory,
     session, a process group of its own, SIGINT blocked. The two end together, whichever is
     killed. A driver that joins this Ray (another job) gets its workers forked too."""
-    from distune.sweep.tune import local_raylet
+    from distune.ops import local_raylet
 
     @ray_local.remote(num_cpus=1)
     class Probe:
@@ -157,6 +157,9 @@ def test_a_local_rays_workers_are_forked_as_their_launchers_would_have_become(ra
         environ = dict(e.split("=", 1) for e in (proc / "environ").read_text().split("\0") if "=" in e)
         assert {k: state["env"].get(k) for k in environ} == environ and state["env"]["PL_DISABLE_FORK"] == "1"
         assert environ[FORK_ENV] and environ["RAY_RAYLET_PID"] == str(local_raylet())
+        # what the driver predicts for it, to have the job's zygote import Ray before any worker asks
+        predicted = worker_fork.worker_environment(local_raylet(), environ["RAY_JOB_ID"])
+        assert worker_fork._compared(predicted) == worker_fork._compared(environ)
         assert state["cwd"] == os.readlink(proc / "cwd") and state["sid"] == os.getsid(launcher)
         assert state["pgid"] == state["pid"]
         assert signal.SIGINT in _mask(state["status"], "SigBlk") & _mask((proc / "status").read_text(), "SigBlk")

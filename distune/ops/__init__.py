@@ -42,6 +42,7 @@ _NAMES = {
     "sibling": "storage",
     "forked_workers": "worker_fork",
     "launcher_of": "worker_fork",
+    "local_raylet": "worker_fork",
     "end_with": "worker_fork",
     "reap": "worker_fork",
     "worker_raylet": "worker_fork",

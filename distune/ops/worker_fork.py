@@ -73,8 +73,34 @@ def forked_workers():
         os.environ[FORK_ENV] = path
     try:
         yield
+        if path:
+            _prepare(path)
     finally:
         os.environ.pop(FORK_ENV, None)
+
+
+def _prepare(path: str) -> None:
+    """Have the zygote for this Ray's job import Ray now, while the driver readies its sweep,
+    rather than when the first actor asks. A wrong guess of the workers' environment costs one
+    unused zygote."""
+    import ray
+
+    with contextlib.suppress(OSError, ValueError, KeyError, AttributeError, LookupError):
+        env = worker_environment(local_raylet(), ray.get_runtime_context().get_job_id())
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(path)
+            conn.sendall(json.dumps({"prepare": env}).encode() + b"\n")
+
+
+def worker_environment(raylet: int, job: str) -> dict[str, str]:
+    """The environment `raylet` starts job `job`'s workers with, as Ray 2.60 makes it: the
+    raylet's own (from /proc), without the jemalloc it preloads for itself, with the job, the
+    raylet and setproctitle's switch."""
+    env = dict(e.split("=", 1) for e in Path(f"/proc/{raylet}/environ").read_text().split("\0")
+               if "=" in e)
+    if env.get("RAY_LD_PRELOAD_ON_WORKERS") != "1":
+        env.pop("LD_PRELOAD", None)
+    return {**env, "RAY_JOB_ID": job, "RAY_RAYLET_PID": str(raylet), "SPT_NOENV": "1"}
 
 
 def _server() -> str | None:
@@ -105,6 +131,27 @@ def worker_raylet() -> int:
     """The raylet of the Ray worker this runs in: RAY_RAYLET_PID, which the raylet sets for its
     workers (a forked worker's parent is this server), else the parent."""
     return int(os.environ.get("RAY_RAYLET_PID") or os.getppid())
+
+
+def local_raylet() -> int:
+    """The pid of this node's raylet (its trials' workers are its children): the one this
+    driver started, else the one it joined, this user's, found by its socket on its command
+    line (Linux)."""
+    from ray._private import ray_constants, worker
+
+    node = worker._global_node
+    started = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET)
+    if started:
+        return started[0].process.pid
+    flag = f"--raylet_socket_name={node.raylet_socket_name}".encode()
+    for process in Path("/proc").iterdir():
+        try:
+            if (process.name.isdigit() and process.stat().st_uid == os.getuid()
+                    and flag in (process / "cmdline").read_bytes().split(b"\0")):
+                return int(process.name)
+        except OSError:  # gone since listed
+            continue
+    raise LookupError(f"no raylet of this user's listens on {node.raylet_socket_name}")
 
 
 def _clear_stale(home: Path) -> None:
@@ -181,6 +228,12 @@ def _hand_on(conn: socket.socket, imported_with: dict, zygotes: dict, forks, lis
         message += more
     try:
         request = json.loads(message)
+        if "prepare" in request:  # a zygote ahead of its first worker (_prepare)
+            env = request["prepare"]
+            key = json.dumps(sorted(_compared(env).items()))
+            if _compared(env, RAYLET_SETS + NOT_IMPORTED) == imported_with and key not in zygotes:
+                zygotes[key] = _start_zygote(env, forks, [listener, *zygotes.values()])
+            return
         why = _refusal(request, fds, imported_with) or (
             "a thread runs here: no fork" if threading.active_count() != 1 else None)
         if why:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from distune.config.schema import Experiment, trial_space
 from distune.errors import DistuneError, Interrupted
 from distune.ops.environment import job_runtime_env, local_ray_environment, protect_token, surface_warnings
-from distune.ops.worker_fork import forked_workers
+from distune.ops.worker_fork import forked_workers, local_raylet
 from distune.ops.storage import refresh, resume_command, root_of, sibling, where
 from distune.results.table import open_analysis
 from distune.search.registry import Context
@@ -118,27 +118,6 @@ def early_zygote(exp: Experiment):
     if exp.resources.fuse > 1 or not zygote.enabled():
         return None
     return zygote.Early(training_environment(exp)[1])
-
-
-def local_raylet() -> int:
-    """The pid of this node's raylet (its trials' workers are its children): the one this
-    driver started, else the one it joined, this user's, found by its socket on its command
-    line (Linux, as the zygote)."""
-    from ray._private import ray_constants, worker
-
-    node = worker._global_node
-    started = node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET)
-    if started:
-        return started[0].process.pid
-    flag = f"--raylet_socket_name={node.raylet_socket_name}".encode()
-    for process in Path("/proc").iterdir():
-        try:
-            if (process.name.isdigit() and process.stat().st_uid == os.getuid()
-                    and flag in (process / "cmdline").read_bytes().split(b"\0")):
-                return int(process.name)
-        except OSError:  # gone since listed
-            continue
-    raise LookupError(f"no raylet of this user's listens on {node.raylet_socket_name}")
 
 
 def check_resources(exp: Experiment, say: Callable[[str], None] = print) -> None:
