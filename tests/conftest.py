@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -170,6 +171,19 @@ def reported_sweep(ray_local, mnist_path, tmp_path_factory):
     summary = run(exp, "t", say=lines.append)
     return summary, lines, uri
 
+
+
+def process_gone(pid: int, within_s: float) -> bool:
+    """Whether process `pid` exits (or is a zombie) within `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def tensorflow_mapped(pid: int) -> bool | None:

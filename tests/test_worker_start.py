@@ -8,12 +8,12 @@ import json
 import os
 import signal
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from conftest import process_gone
 from distune.ops import worker_fork
 from distune.ops.start_worker import FORK_ENV, fork_request, worker_start
 
@@ -168,21 +168,9 @@ def test_a_local_rays_workers_are_forked_as_their_launchers_would_have_become(ra
     os.kill(worker_fork.launcher_of(first["pid"]), signal.SIGKILL)
     launcher = worker_fork.launcher_of(second["pid"])
     ray_local.kill(actors[1])
-    assert _gone(first["pid"]) and _gone(launcher)
+    assert process_gone(first["pid"], 10.0) and process_gone(launcher, 10.0)
 
 
 def _mask(status: str, field: str) -> set[int]:
     bits = int(next(line.split()[1] for line in status.splitlines() if line.startswith(field + ":")), 16)
     return {n + 1 for n in range(64) if bits >> n & 1}
-
-
-def _gone(pid: int, within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, process_gone
 from distune.errors import DistuneError
 from distune.ops.private import NotPrivate, private_dir
 from distune.trial import share_arrays, zygote
@@ -59,19 +59,6 @@ for line in sys.stdin:
 """
 
 
-def _gone(pid: int, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="the zygote is Linux-only (others spawn)")
 def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(mnist_path):
@@ -102,7 +89,7 @@ def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(
         assert zygote_pid == early.process.pid, "the actors' zygote was not the early one"
         assert first["pid"] != second["pid"] and first["raylet"] == second["raylet"] == raylet.pid
         for child in (first, second):
-            assert _gone(child["pid"], 5), "a forked child outlived its actor"
+            assert process_gone(child["pid"], 5), "a forked child outlived its actor"
 
         # An actor killed while its child is mid-epoch (50 queued): the child goes too, at once,
         # not when it next reads from the actor.
@@ -110,14 +97,14 @@ def test_forked_children_train_exactly_as_spawned_ones_and_end_with_their_actor(
         raylet.stdin.flush()
         actor_pid, line = raylet.stdout.readline().split(" ", 1)
         child = json.loads(line)["pid"]
-        assert not _gone(child, 0)
+        assert not process_gone(child, 0)
         time.sleep(0.5)  # the child is training the queued epochs
         os.kill(int(actor_pid), signal.SIGKILL)
-        assert _gone(child, 1), "the child outlived a killed actor (it was mid-epoch)"
+        assert process_gone(child, 1), "the child outlived a killed actor (it was mid-epoch)"
     finally:
         raylet.stdin.close()
         raylet.wait(timeout=30)
-    assert _gone(zygote_pid, 5), "the zygote outlived its raylet"
+    assert process_gone(zygote_pid, 5), "the zygote outlived its raylet"
     assert not home.exists(), "the zygote left its directory behind"
 
 

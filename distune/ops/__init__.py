@@ -44,6 +44,7 @@ _NAMES = {
     "launcher_of": "worker_fork",
     "local_raylet": "worker_fork",
     "end_with": "worker_fork",
+    "bind": "worker_fork",
     "reap": "worker_fork",
     "worker_raylet": "worker_fork",
     "taken_error": "storage",

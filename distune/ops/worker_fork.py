@@ -181,11 +181,7 @@ def launcher_of(pid: int) -> int | None:
 def serve(path: str, parent: int) -> None:
     """Bind first (launchers queue while the imports run), then hand each request to the
     zygote for its environment (started if need be) until the driver is gone."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
-    listener.bind(path)
-    os.umask(old)
-    listener.listen(64)
+    listener = bind(path)
     driver = os.pidfd_open(parent)
     for name in DEPENDENCIES:
         with contextlib.suppress(ImportError):
@@ -411,6 +407,16 @@ def end_with(pid: int, name: str) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name=name).start()
+
+
+def bind(path: str) -> socket.socket:
+    """A listening Unix socket at `path` that only this user can connect to."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)
+    server.bind(path)
+    os.umask(old)
+    server.listen(64)
+    return server
 
 
 def reap() -> None:

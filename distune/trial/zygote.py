@@ -35,7 +35,7 @@ from pathlib import Path
 
 from distune.ops.lock import pid_alive
 from distune.ops.private import NotPrivate, private_dir
-from distune.ops.worker_fork import end_with, reap, worker_raylet
+from distune.ops.worker_fork import bind, end_with, reap, worker_raylet
 
 START_TIMEOUT_S = 60.0  # the zygote binds its socket before importing TensorFlow
 SOCKET = "zygote.sock"
@@ -259,12 +259,7 @@ def serve_adopted() -> None:
 
 
 def _bind(home: Path) -> socket.socket:
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
-    server.bind(str(home / SOCKET))
-    os.umask(old)
-    server.listen(64)
-    return server
+    return bind(str(home / SOCKET))
 
 
 def _serve(server: socket.socket, home: Path, raylet: int) -> None:
